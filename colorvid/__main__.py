@@ -1,0 +1,3 @@
+from colorvid.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Color math in torch: sRGB <-> CIE Lab (D65) and Y'CbCr <-> RGB.
+
+Every function is pure and batched: tensors are (..., 3, H, W) float, on any
+device, in any float dtype. The Lab formulas follow scikit-image's
+``rgb2lab``/``lab2rgb`` (D65, 2 degree observer) so results agree with it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# sRGB (linear) -> XYZ, as in scikit-image.
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+_EPSILON = 0.008856  # (6/29)^3: where the Lab cube root turns linear
+_KAPPA_SLOPE = 7.787  # slope of that linear part
+
+# Luma coefficients (Kr, Kb) of the Y'CbCr matrices we read and write.
+LUMA_COEFFICIENTS = {
+    "bt601": (0.299, 0.114),
+    "bt709": (0.2126, 0.0722),
+    "bt2020": (0.2627, 0.0593),
+}
+
+
+def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # x: (..., 3, H, W); m: (3, 3); result[..., i] = sum_j m[i, j] x[..., j]
+    return torch.einsum("ij,...jhw->...ihw", m, x)
+
+
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(0) ** 2.4, rgb / 12.92)
+
+
+def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    return torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, lin * 12.92)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> Lab (L in [0, 100], a and b roughly in [-128, 127])."""
+    xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, rgb), srgb_to_linear(rgb))
+    white = _matrix(_WHITE_D65, rgb).view(3, 1, 1)
+    t = xyz / white
+    f = torch.where(t > _EPSILON, t.clamp_min(_EPSILON) ** (1 / 3), _KAPPA_SLOPE * t + 16 / 116)
+    fx, fy, fz = f.unbind(-3)
+    lightness = 116 * fy - 16
+    return torch.stack((lightness, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
+
+
+def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
+    """Only the L channel of :func:`rgb_to_lab`, shape (..., 1, H, W)."""
+    lin = srgb_to_linear(rgb)
+    y = (_matrix(_XYZ_FROM_RGB[1], rgb).view(3, 1, 1) * lin).sum(-3, keepdim=True)
+    f = torch.where(y > _EPSILON, y.clamp_min(_EPSILON) ** (1 / 3), _KAPPA_SLOPE * y + 16 / 116)
+    return 116 * f - 16
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab -> sRGB clipped to [0, 1]."""
+    lightness, a, b = lab.unbind(-3)
+    fy = (lightness + 16) / 116
+    fx = fy + a / 500
+    fz = (fy - b / 200).clamp_min(0)  # scikit-image clips negative z the same way
+    f = torch.stack((fx, fy, fz), dim=-3)
+    t = torch.where(f > 6 / 29, f**3, (f - 16 / 116) / _KAPPA_SLOPE)
+    xyz = t * _matrix(_WHITE_D65, lab).view(3, 1, 1)
+    rgb_from_xyz = torch.linalg.inv(_matrix(_XYZ_FROM_RGB, lab).double()).to(lab.dtype)
+    lin = _apply_matrix(rgb_from_xyz, xyz)
+    return linear_to_srgb(lin).clamp(0, 1)
+
+
+def ycbcr_matrices(matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rgb->ycbcr, ycbcr->rgb) 3x3 matrices for full-range, zero-centred chroma."""
+    kr, kb = LUMA_COEFFICIENTS[matrix]
+    kg = 1 - kr - kb
+    forward = torch.tensor(
+        [
+            [kr, kg, kb],
+            [-0.5 * kr / (1 - kb), -0.5 * kg / (1 - kb), 0.5],
+            [0.5, -0.5 * kg / (1 - kr), -0.5 * kb / (1 - kr)],
+        ],
+        dtype=torch.float64,
+    )
+    return forward, torch.linalg.inv(forward)
+
+
+def _range_scale(bit_depth: int, full_range: bool) -> tuple[float, float, float, float]:
+    """(luma offset, luma span, chroma centre, chroma span) in code values."""
+    peak = (1 << bit_depth) - 1
+    centre = float(1 << (bit_depth - 1))
+    if full_range:
+        return 0.0, float(peak), centre, float(peak)
+    scale = 1 << (bit_depth - 8)
+    return 16.0 * scale, 219.0 * scale, centre, 224.0 * scale
+
+
+def ycbcr_to_rgb(
+    y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, matrix: str, full_range: bool, bit_depth: int = 8
+) -> torch.Tensor:
+    """Code-value planes (..., H, W) of equal size -> R'G'B' in [0, 1], (..., 3, H, W)."""
+    y_off, y_span, c_mid, c_span = _range_scale(bit_depth, full_range)
+    ycc = torch.stack(((y - y_off) / y_span, (cb - c_mid) / c_span, (cr - c_mid) / c_span), dim=-3)
+    _, backward = ycbcr_matrices(matrix)
+    return _apply_matrix(backward.to(y.dtype).to(y.device), ycc).clamp(0, 1)
+
+
+def rgb_to_chroma(rgb: torch.Tensor, matrix: str, full_range: bool, bit_depth: int = 8) -> torch.Tensor:
+    """R'G'B' in [0, 1] (..., 3, H, W) -> Cb, Cr code values (..., 2, H, W), not rounded."""
+    _, _, c_mid, c_span = _range_scale(bit_depth, full_range)
+    forward, _ = ycbcr_matrices(matrix)
+    chroma = _apply_matrix(forward[1:].to(rgb.dtype).to(rgb.device), rgb)
+    return chroma * c_span + c_mid

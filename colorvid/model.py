@@ -1,0 +1,241 @@
+"""The colorizer network: EfficientNet-Lite0 encoder on L, U-Net decoder to ab.
+
+The network sees L (0..100) at the inference size, whose sides are multiples
+of 32, and predicts ab at a quarter of that size. Two heads share the decoder:
+a classification head over quantized ab bins (read out by annealed mean, as in
+Zhang et al. 2016) and a regression head; the weights file says which one
+inference uses. Everything inference needs (bins, read-out temperature,
+architecture settings) is stored in the safetensors file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURE = "effnet-lite0-unet"
+FORMAT_VERSION = "1"
+OUTPUT_STRIDE = 4  # ab is predicted at 1/4 of the input size
+INPUT_MULTIPLE = 32  # input sides must be multiples of the encoder's stride
+
+# EfficientNet-Lite0 stages: (expand ratio, kernel, stride, out channels, repeats).
+_LITE0_STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
+_BN_EPS = 1e-3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    decoder_channels: tuple[int, int, int] = (128, 96, 64)  # at strides 16, 8, 4
+    ab_bins: int = 0  # number of quantized ab classes; 0 = regression only
+    readout: str = "regression"  # "regression" or "annealed-mean"
+    temperature: float = 0.38
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        data = json.loads(text)
+        data["decoder_channels"] = tuple(data["decoder_channels"])
+        return cls(**data)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, eps=_BN_EPS),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block of EfficientNet-Lite (no squeeze-excite, ReLU6)."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = _conv_bn(cin, mid, 1) if expand != 1 else nn.Identity()
+        self.depthwise = _conv_bn(mid, mid, kernel, stride, groups=mid)
+        self.project = _conv_bn(mid, cout, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class Encoder(nn.Module):
+    """EfficientNet-Lite0 without its head; returns features at strides 4, 8, 16, 32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _conv_bn(1, 32, 3, 2)
+        blocks = []
+        cin = 32
+        for expand, kernel, stride, cout, repeats in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        # indices of the last block at strides 4, 8, 16 and 32
+        self.taps = (2, 4, 10, 15)
+        self.tap_channels = (24, 40, 112, 320)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.reduce = _conv_bn(cin, cout, 1)
+        self.fuse = nn.Sequential(
+            _conv_bn(cout + cskip, cout + cskip, 3, groups=cout + cskip),
+            _conv_bn(cout + cskip, cout, 1),
+            _conv_bn(cout, cout, 3, groups=cout),
+            _conv_bn(cout, cout, 1),
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.reduce(x), scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat((x, skip), dim=1))
+
+
+class Colorizer(nn.Module):
+    def __init__(self, config: ModelConfig, ab_centers: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder()
+        c16, c8, c4 = config.decoder_channels
+        t4, t8, t16, t32 = self.encoder.tap_channels
+        self.up16 = UpBlock(t32, t16, c16)
+        self.up8 = UpBlock(c16, t8, c8)
+        self.up4 = UpBlock(c8, t4, c4)
+        self.regress = nn.Conv2d(c4, 2, 1)
+        if config.ab_bins:
+            self.classify = nn.Conv2d(c4, config.ab_bins, 1)
+            centers = ab_centers if ab_centers is not None else torch.zeros(config.ab_bins, 2)
+            self.register_buffer("ab_centers", centers.float().clone())
+        else:
+            self.classify = None
+
+    def features(self, lightness: torch.Tensor) -> torch.Tensor:
+        f4, f8, f16, f32 = self.encoder(lightness / 50.0 - 1.0)
+        return self.up4(self.up8(self.up16(f32, f16), f8), f4)
+
+    def heads(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training view: (ab regression in Lab units, class logits or None)."""
+        x = self.features(lightness)
+        logits = self.classify(x) if self.classify is not None else None
+        return self.regress(x) * 110.0, logits
+
+    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
+        """L (B, 1, H, W), H and W multiples of 32 -> ab (B, 2, H/4, W/4) in Lab units."""
+        x = self.features(lightness)
+        if self.config.readout == "annealed-mean" and self.classify is not None:
+            return annealed_mean(self.classify(x), self.ab_centers, self.config.temperature)
+        return self.regress(x) * 110.0
+
+
+def annealed_mean(logits: torch.Tensor, centers: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Zhang et al. 2016: softmax(log p / T) weighted mean of the bin centres."""
+    weights = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.einsum("bqhw,qc->bchw", weights, centers.float()).to(logits.dtype)
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold every Conv2d+BatchNorm2d pair into one Conv2d (inference only)."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.Sequential) and len(child) >= 2 and isinstance(child[0], nn.Conv2d) and isinstance(child[1], nn.BatchNorm2d):
+            fused = torch.nn.utils.fusion.fuse_conv_bn_eval(child[0], child[1])
+            setattr(model, name, nn.Sequential(fused, *list(child)[2:]))
+        else:
+            fuse_conv_bn(child)
+    return model
+
+
+def save_model(model: Colorizer, path: str | Path, half: bool = True, metadata: dict | None = None) -> None:
+    """Write a self-contained safetensors file (fp16 by default)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if half:
+        state = {k: (v.half() if v.is_floating_point() and k != "ab_centers" else v) for k, v in state.items()}
+    meta = {"architecture": ARCHITECTURE, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    save_file(state, str(path), metadata=meta)
+
+
+class ModelFileError(ValueError):
+    """The file is not a colorvid model this version can load."""
+
+
+def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"not a safetensors model file ({exc})") from None
+    if meta.get("architecture") != ARCHITECTURE:
+        raise ModelFileError(f"unknown architecture {meta.get('architecture')!r} (expected {ARCHITECTURE!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"unsupported model format version {meta.get('format_version')!r}")
+    return ModelConfig.from_json(meta["config"]), state, meta
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu", half: bool = False, fuse: bool = True) -> Colorizer:
+    """Load a weights file for inference: eval mode, Conv+BN fused, channels_last."""
+    config, state, _ = read_model_file(path)
+    model = Colorizer(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelFileError(f"weights do not match the architecture ({str(exc).splitlines()[0]})") from None
+    missing = set(model.state_dict()) - set(state) - {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+    if missing:
+        raise ModelFileError(f"weights file lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+    model.eval()
+    if fuse:
+        fuse_conv_bn(model)
+    model = model.to(device=device, memory_format=torch.channels_last)
+    if half:
+        model = model.half()
+    return model
+
+
+def inference_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Network input size: short side about ``short_side``, both sides multiples of 32."""
+    scale = short_side / min(height, width)
+
+    def snap(v: float) -> int:
+        return max(INPUT_MULTIPLE, int(round(v / INPUT_MULTIPLE)) * INPUT_MULTIPLE)
+
+    return snap(height * scale), snap(width * scale)
