@@ -1,0 +1,200 @@
+"""Colorizing decoded frames: luma in, chroma out, luma untouched.
+
+For a batch of frames in a planar Y'CbCr format, the Y plane is the only
+input: it becomes Lab lightness, goes through the network at the inference
+size, and the predicted ab comes back up to the chroma planes' resolution by
+a guided filter on L (so colors follow the image's edges), is turned into
+Cb/Cr with the video's own matrix and range, and is written into the chroma
+planes. The Y plane is never rewritten, so the output's luma is the input's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorvid.color import lab_to_rgb, rgb_to_chroma, rgb_to_lab, srgb_to_linear
+from colorvid.model import Colorizer, inference_size
+from colorvid.smoothing import TemporalSmoother
+
+log = logging.getLogger("colorvid")
+
+# Planar Y'CbCr formats we write chroma into: name -> (bit depth, log2 chroma subsampling w, h, full range).
+WORK_FORMATS = {
+    "yuv420p": (8, 1, 1, False),
+    "yuv422p": (8, 1, 0, False),
+    "yuv444p": (8, 0, 0, False),
+    "yuvj420p": (8, 1, 1, True),
+    "yuvj422p": (8, 1, 0, True),
+    "yuvj444p": (8, 0, 0, True),
+    "yuv420p10le": (10, 1, 1, False),
+    "yuv422p10le": (10, 1, 0, False),
+    "yuv444p10le": (10, 0, 0, False),
+}
+
+GUIDE_RADIUS = 2  # box radius of the guided filter, in model-output pixels
+GUIDE_EPS = 1e-3  # regularisation of the guided filter, for L scaled to 0..1
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} requested but Apple MPS is not available")
+    return device
+
+
+def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def guided_upsample(ab_low: torch.Tensor, guide_low: torch.Tensor, guide_high: torch.Tensor) -> torch.Tensor:
+    """Fast guided filter (He et al.): fit ab = a * L + b locally at low resolution,
+    upsample a and b smoothly, and apply them to the high-resolution L.
+
+    ab_low (B, 2, h, w); guide_low (B, 1, h, w) and guide_high (B, 1, H, W) are L/100.
+    """
+    mean_i = box_filter(guide_low, GUIDE_RADIUS)
+    mean_p = box_filter(ab_low, GUIDE_RADIUS)
+    cov_ip = box_filter(guide_low * ab_low, GUIDE_RADIUS) - mean_i * mean_p
+    var_i = box_filter(guide_low * guide_low, GUIDE_RADIUS) - mean_i * mean_i
+    a = cov_ip / (var_i + GUIDE_EPS)
+    b = mean_p - a * mean_i
+    a = box_filter(a, GUIDE_RADIUS)
+    b = box_filter(b, GUIDE_RADIUS)
+    size = guide_high.shape[-2:]
+    a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+    return a * guide_high + b
+
+
+def luma_to_lightness(y: torch.Tensor, bit_depth: int, full_range: bool) -> torch.Tensor:
+    """Y' code values -> Lab L of the gray with that luma (R' = G' = B' = Y')."""
+    if full_range:
+        gray = y / float((1 << bit_depth) - 1)
+    else:
+        scale = 1 << (bit_depth - 8)
+        gray = (y - 16.0 * scale) / (219.0 * scale)
+    lin = srgb_to_linear(gray.clamp(0, 1))
+    f = torch.where(lin > 0.008856, lin.clamp_min(0.008856) ** (1 / 3), 7.787 * lin + 16 / 116)
+    return 116 * f - 16
+
+
+@dataclass
+class _Plane:
+    """A writable numpy view of one plane of a frame, without its line padding."""
+
+    array: np.ndarray  # (height, width) of uint8 or uint16
+
+    @classmethod
+    def of(cls, plane: av.video.plane.VideoPlane, dtype: np.dtype) -> "_Plane":
+        itemsize = np.dtype(dtype).itemsize
+        buf = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
+        return cls(buf[:, : plane.width])
+
+
+class FrameColorizer:
+    """Colorizes batches of frames of one video, in presentation order."""
+
+    def __init__(
+        self,
+        model: Colorizer,
+        device: torch.device,
+        matrix: str,
+        render_size: int = 256,
+        smooth: float = 0.0,
+        half: bool = False,
+    ):
+        self.model = model
+        self.device = device
+        self.matrix = matrix
+        self.render_size = render_size
+        self.dtype = torch.float16 if half else torch.float32
+        self.smoother = TemporalSmoother(smooth)
+        self.cuts = 0
+
+    @torch.inference_mode()
+    def colorize_frames(self, frames: list[av.VideoFrame], work_format: str) -> list[av.VideoFrame]:
+        """Frames of any format -> new frames in ``work_format`` with predicted chroma.
+
+        Output frames carry the input frames' pts and time_base.
+        """
+        bit_depth, shift_w, shift_h, full_range = WORK_FORMATS[work_format]
+        dtype = np.uint16 if bit_depth > 8 else np.uint8
+        out_frames = []
+        lumas = []
+        for frame in frames:
+            out = frame.reformat(format=work_format)
+            out.make_writable()  # decoded frames may share buffers with the decoder's references
+            out.pts = frame.pts
+            if frame.time_base is not None:
+                out.time_base = frame.time_base
+            out_frames.append(out)
+            lumas.append(_Plane.of(out.planes[0], dtype).array)
+        y = torch.from_numpy(np.stack(lumas)).to(self.device, non_blocking=True).unsqueeze(1).float()
+        height, width = y.shape[-2:]
+        chroma_h = -(-height // (1 << shift_h))
+        chroma_w = -(-width // (1 << shift_w))
+
+        # network input: L at the inference size (antialiased resize of Y first: cheaper)
+        in_h, in_w = inference_size(height, width, self.render_size)
+        y_small = F.interpolate(y, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
+        l_small = luma_to_lightness(y_small, bit_depth, full_range)
+        model_in = l_small.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        ab_low = self.model(model_in).float()
+
+        # L at the model output's and the chroma planes' resolution
+        l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
+        ab_low, cuts = self.smoother(ab_low, l_low)
+        self.cuts += int(cuts[1:].sum()) if len(cuts) > 1 else 0
+        y_chroma = y if (shift_w, shift_h) == (0, 0) else _downsample(y, shift_h, shift_w)
+        l_chroma = luma_to_lightness(y_chroma, bit_depth, full_range)
+        ab = guided_upsample(ab_low, l_low / 100.0, l_chroma / 100.0)
+
+        rgb = lab_to_rgb(torch.cat((l_chroma, ab), dim=1))
+        chroma = rgb_to_chroma(rgb, self.matrix, full_range, bit_depth)
+        peak = (1 << bit_depth) - 1
+        chroma = chroma.round_().clamp_(0, peak).to(torch.int32).cpu().numpy().astype(dtype)
+        assert chroma.shape[-2:] == (chroma_h, chroma_w), (chroma.shape, chroma_h, chroma_w)
+        for i, out in enumerate(out_frames):
+            _Plane.of(out.planes[1], dtype).array[...] = chroma[i, 0]
+            _Plane.of(out.planes[2], dtype).array[...] = chroma[i, 1]
+        return out_frames
+
+
+def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
+    """Average Y over each chroma sample's footprint (odd sizes: last row/column repeated)."""
+    kh, kw = 1 << shift_h, 1 << shift_w
+    pad_h = (-y.shape[-2]) % kh
+    pad_w = (-y.shape[-1]) % kw
+    if pad_h or pad_w:
+        y = F.pad(y, (0, pad_w, 0, pad_h), mode="replicate")
+    return F.avg_pool2d(y, (kh, kw))
+
+
+@torch.inference_mode()
+def colorize_rgb(model: Colorizer, rgb: torch.Tensor, device: torch.device, render_size: int = 256) -> torch.Tensor:
+    """A still image: RGB (3, H, W) in [0, 1] -> colorized RGB with the same Lab lightness."""
+    lab = rgb_to_lab(rgb.to(device).unsqueeze(0).float())
+    lightness = lab[:, :1]
+    in_h, in_w = inference_size(*lightness.shape[-2:], render_size)
+    l_small = F.interpolate(lightness, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
+    ab_low = model(l_small.contiguous(memory_format=torch.channels_last).to(next(model.parameters()).dtype)).float()
+    l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
+    ab = guided_upsample(ab_low, l_low / 100.0, lightness / 100.0)
+    return lab_to_rgb(torch.cat((lightness, ab), dim=1))[0]
