@@ -140,7 +140,8 @@ class FrameColorizer:
         lumas = []
         for frame in frames:
             out = frame.reformat(format=work_format)
-            out.make_writable()  # decoded frames may share buffers with the decoder's references
+            if out is frame:  # already in the work format: never write into the caller's frame
+                out = _copy_frame(frame, dtype)
             out.pts = frame.pts
             if frame.time_base is not None:
                 out.time_base = frame.time_base
@@ -175,6 +176,15 @@ class FrameColorizer:
             _Plane.of(out.planes[1], dtype).array[...] = chroma[i, 0]
             _Plane.of(out.planes[2], dtype).array[...] = chroma[i, 1]
         return out_frames
+
+
+def _copy_frame(frame: av.VideoFrame, dtype: np.dtype) -> av.VideoFrame:
+    copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for src, dst in zip(frame.planes, copy.planes):
+        _Plane.of(dst, dtype).array[...] = _Plane.of(src, dtype).array
+    for attr in ("colorspace", "color_range", "color_primaries", "color_trc"):
+        setattr(copy, attr, getattr(frame, attr))
+    return copy
 
 
 def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
