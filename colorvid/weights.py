@@ -711,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         print(f"colorvid.weights: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # writing the registry
+        print(f"colorvid.weights: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"registered '{entry.name}' in {registry_path(args.registry)}: {entry.size} bytes, sha256 {entry.sha256}, "
           f"from {entry.source}")
     return 0
