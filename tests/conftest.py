@@ -1,0 +1,6 @@
+"""Shared test setup: ``from media import ...`` works from any test module."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))

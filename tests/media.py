@@ -1,0 +1,292 @@
+"""Small synthetic clips made with PyAV, and helpers to inspect media files.
+
+Every test builds its own clips into ``tmp_path``: nothing here reads files
+from outside the test. Times are exact ``Fraction`` seconds (pts x time_base)
+so clips written with different time bases compare equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+
+LANGUAGES = ("eng", "fra", "deu", "spa")
+AUDIO_RATE = 48000
+# Irregular frame durations for variable-frame-rate clips, in milliseconds (so
+# they stay exact in Matroska's 1/1000 time base too).
+VFR_DURATIONS_MS = (42, 42, 83, 42, 125, 33, 42, 67)
+VFR_TIME_BASE = Fraction(1, 90000)  # as phones write
+
+_VIDEO_CODEC = {".webm": "libvpx-vp9", ".avi": "mjpeg"}
+_AUDIO_CODEC = {".webm": "libopus", ".avi": "libmp3lame"}
+_SUBTITLE_CODEC = {".mp4": "mov_text", ".mov": "mov_text", ".mkv": "subrip", ".webm": "webvtt"}
+_FAST_OPTIONS = {
+    "libx264": {"preset": "ultrafast"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+}
+ASS_HEADER = b"""[Script Info]
+ScriptType: v4.00+
+PlayResX: 384
+PlayResY: 288
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
+Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+"""
+SUBTITLE_TEXTS = ("Hello", "World")
+
+
+def frame_times(frames: int, fps: int = 24, vfr: bool = False) -> list[Fraction]:
+    """Presentation times of a clip's frames, in seconds."""
+    if not vfr:
+        return [Fraction(i, fps) for i in range(frames)]
+    times, t = [], 0
+    for i in range(frames):
+        times.append(Fraction(t, 1000))
+        t += VFR_DURATIONS_MS[i % len(VFR_DURATIONS_MS)]
+    return times
+
+
+def synthetic_rgb(index: int, width: int, height: int, color: bool = True) -> np.ndarray:
+    """A (height, width, 3) uint8 picture: a gradient with a moving square and disc.
+
+    ``color=False`` gives the same scene in gray (R = G = B).
+    """
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.empty((height, width, 3), np.float32)
+    rgb[..., 0] = 40 + 150 * x / max(width - 1, 1)
+    rgb[..., 1] = 60 + 120 * y / max(height - 1, 1)
+    rgb[..., 2] = 170 - 100 * x / max(width - 1, 1)
+    side = max(4, min(width, height) // 4)
+    left = (index * 3) % max(1, width - side)
+    top = (index * 2) % max(1, height - side)
+    rgb[top : top + side, left : left + side] = (230, 40, 40)
+    cx, cy, r = width - 1 - (index * 2) % width, height // 2, max(3, min(width, height) // 6)
+    rgb[(x - cx) ** 2 + (y - cy) ** 2 <= r * r] = (30, 200, 60)
+    if not color:
+        rgb[:] = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])[..., None]
+    return rgb.round().clip(0, 255).astype(np.uint8)
+
+
+def make_clip(
+    path,
+    width: int = 64,
+    height: int = 48,
+    frames: int = 12,
+    fps: int = 24,
+    vfr: bool = False,
+    audio_tracks: int = 1,
+    subtitles: bool = False,
+    rotation: int = 0,
+    color: bool = True,
+    codec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    title: str | None = "colorvid test clip",
+) -> list[Fraction]:
+    """Write a clip and return the presentation time (seconds) of every frame in it.
+
+    The times are read back from the file, so they include the container's
+    rounding (Matroska stores milliseconds).
+
+    The container follows the extension. ``codec`` defaults to libx264
+    (libvpx-vp9 for .webm, mjpeg for .avi). Audio tracks are sine tones (AAC,
+    Opus in .webm, MP3 in .avi), stereo for the first track and mono after,
+    tagged with ``LANGUAGES``. Subtitles (mov_text in .mp4/.mov, SubRip in
+    .mkv, WebVTT in .webm) show ``SUBTITLE_TEXTS``, tagged "eng".
+    ``rotation`` is the clockwise display rotation, stored as a display matrix.
+    CFR clips use the time base 1/fps; VFR ones 1/90000 with irregular steps.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    codec = codec or _VIDEO_CODEC.get(ext, "libx264")
+    if codec == "mjpeg":  # JPEG is full range: its pixel formats are the yuvj ones
+        pix_fmt = pix_fmt.replace("yuv", "yuvj")
+    times = frame_times(frames, fps, vfr)
+    time_base = VFR_TIME_BASE if vfr else Fraction(1, fps)
+    end = times[-1] + Fraction(1, fps)
+
+    with av.open(path, "w") as out:
+        if title:
+            out.metadata["title"] = title
+        video = out.add_stream(
+            codec, rate=fps, width=width, height=height, pix_fmt=pix_fmt, options=_FAST_OPTIONS.get(codec, {})
+        )
+        video.codec_context.time_base = time_base
+        video.time_base = time_base
+        video.metadata["language"] = "eng"
+        if rotation:
+            video.set_display_rotation(-rotation)  # PyAV takes counter-clockwise degrees
+        audio = []
+        for track in range(audio_tracks):
+            layout = "stereo" if track == 0 else "mono"
+            stream = out.add_stream(_AUDIO_CODEC.get(ext, "aac"), rate=AUDIO_RATE, layout=layout)
+            stream.metadata["language"] = LANGUAGES[track % len(LANGUAGES)]
+            audio.append(stream)
+        subtitle = None
+        if subtitles:
+            subtitle = out.add_stream(_SUBTITLE_CODEC[ext])
+            subtitle.codec_context.time_base = Fraction(1, 1000)
+            subtitle.codec_context.subtitle_header = ASS_HEADER
+            subtitle.metadata["language"] = "eng"
+
+        for index, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(synthetic_rgb(index, width, height, color), format="rgb24")
+            frame = frame.reformat(format=pix_fmt)
+            frame.pts = int(t / time_base)
+            frame.time_base = time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+
+        for track, stream in enumerate(audio):
+            _write_tone(out, stream, 220 * (track + 2), end)
+        if subtitle is not None:
+            _write_subtitles(out, subtitle, end)
+    return read_video_pts(path)
+
+
+def _write_tone(out, stream, frequency: float, duration: Fraction) -> None:
+    total = int(duration * AUDIO_RATE)
+    channels = stream.codec_context.channels
+    chunk = 1024
+    for start in range(0, total, chunk):
+        n = min(chunk, total - start)
+        t = (start + np.arange(n)) / AUDIO_RATE
+        samples = np.tile((0.2 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), (channels, 1))
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=stream.codec_context.layout.name)
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode())
+
+
+def _write_subtitles(out, stream, duration: Fraction) -> None:
+    slot = duration / len(SUBTITLE_TEXTS)
+    for index, text in enumerate(SUBTITLE_TEXTS):
+        start_ms = int(index * slot * 1000)
+        length_ms = int(slot * 1000 * 0.8)
+        cue = av.subtitles.subtitle.SubtitleSet.create(f"0,0,Default,,0,0,0,,{text}".encode(), 0, length_ms)
+        packet = stream.codec_context.encode_subtitle(cue)
+        packet.stream = stream
+        packet.time_base = Fraction(1, 1000)
+        packet.pts = packet.dts = start_ms
+        packet.duration = length_ms
+        out.mux(packet)
+
+
+def make_audio_only(path, seconds: float = 0.5) -> None:
+    """An .m4a/.mka/... file with one AAC stream and no video."""
+    with av.open(os.fspath(path), "w") as out:
+        stream = out.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+        _write_tone(out, stream, 440, Fraction(seconds))
+
+
+def make_damaged_clip(
+    path, frames: int = 12, damaged: tuple[int, ...] = (4, 5), width: int = 64, height: int = 48
+) -> None:
+    """An MJPEG .mkv whose packets at the ``damaged`` indexes are garbage bytes.
+
+    The other frames decode, so a reader should skip the damaged ones and go on.
+    """
+    rng = np.random.default_rng(0)
+    with av.open(os.fspath(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=24, width=width, height=height, pix_fmt="yuvj420p")
+        stream.codec_context.time_base = Fraction(1, 24)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(synthetic_rgb(index, width, height), format="rgb24")
+            frame = frame.reformat(format="yuvj420p")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                if index in damaged:
+                    garbage = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                    garbage.stream, garbage.time_base = stream, packet.time_base
+                    garbage.pts = garbage.dts = packet.pts
+                    packet = garbage
+                out.mux(packet)
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    """Cut a file to the first ``keep`` fraction of its bytes."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(int(size * keep))
+
+
+# --- inspection -------------------------------------------------------------
+
+
+def read_video_pts(path) -> list[Fraction]:
+    """Decode the whole first video stream; presentation time (s) of every frame."""
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        return [frame.pts * frame.time_base for frame in container.decode(stream)]
+
+
+def audio_packets(path) -> list[list[tuple[Fraction, int, str]]]:
+    """Per audio stream: (time relative to its first packet, size, sha1) of every packet."""
+    with av.open(os.fspath(path)) as container:
+        streams = container.streams.audio
+        if not streams:  # demux() with no stream would read them all
+            return []
+        result = {s.index: [] for s in streams}
+        first = {}
+        for packet in container.demux(streams):
+            if packet.size == 0:
+                continue
+            time = packet.pts * packet.time_base
+            start = first.setdefault(packet.stream_index, time)
+            result[packet.stream_index].append((time - start, packet.size, hashlib.sha1(bytes(packet)).hexdigest()))
+        return [result[s.index] for s in streams]
+
+
+def subtitle_texts(path) -> list[list[str]]:
+    """Per subtitle stream: the text of every cue, in order."""
+    with av.open(os.fspath(path)) as container:
+        streams = container.streams.subtitles
+        if not streams:  # demux() with no stream would read them all
+            return []
+        texts = {s.index: [] for s in streams}
+        for packet in container.demux(streams):
+            if packet.size == 0:
+                continue
+            cues = packet.stream.codec_context.decode2(packet)
+            for rect in cues or ():
+                texts[packet.stream_index].append(rect.dialogue.decode())
+        return [[t for t in texts[s.index] if t] for s in streams]
+
+
+def stream_summary(path) -> dict:
+    """Format, container tags and a short description of every stream."""
+    with av.open(os.fspath(path)) as container:
+        streams = []
+        for stream in container.streams:
+            ctx = stream.codec_context
+            entry = {
+                "index": stream.index,
+                "type": stream.type,
+                "codec": ctx.codec.canonical_name if ctx is not None else None,
+                "language": stream.metadata.get("language"),
+                "title": stream.metadata.get("title"),
+            }
+            if stream.type == "video":
+                entry.update(width=ctx.width, height=ctx.height, pix_fmt=ctx.pix_fmt)
+                entry.update(colorspace=int(ctx.colorspace), color_range=int(ctx.color_range))
+                entry.update(rotation=_rotation(container, stream))
+            elif stream.type == "audio":
+                entry.update(channels=ctx.channels, rate=ctx.sample_rate)
+            streams.append(entry)
+        return {"format": container.format.name, "metadata": dict(container.metadata), "streams": streams}
+
+
+def _rotation(container, stream) -> int:
+    """Clockwise display rotation of a video stream, read from its first frame."""
+    for frame in container.decode(stream):
+        return -frame.rotation % 360
+    return 0
