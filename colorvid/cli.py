@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -37,7 +38,179 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 # --- colorize --------------------------------------------------------------
 
+
+def _tqdm_progress(quiet: bool):
+    """A progress factory for the pipeline: tqdm on stderr when it is a terminal."""
+    from tqdm import tqdm
+
+    from colorvid.pipeline import Progress
+
+    enabled = not quiet and sys.stderr.isatty()
+
+    class _Bar(Progress):
+        def __init__(self, name: str, total: int | None):
+            self.bar = tqdm(total=total, desc=name, unit="frame", disable=not enabled, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+        def update(self, frames: int) -> None:
+            self.bar.update(frames)
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return _Bar
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output file, or a folder when there are several inputs (or a folder/glob).")
+@click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Short side in pixels at which the network sees the frames.")
+@click.option("--smooth", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Temporal smoothing: how much of the previous frame's color to keep (resets at cuts).")
+@click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
+@click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
+@click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
+@click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p, yuv444p, yuv420p10le.")
+@click.option("--half/--no-half", default=None, help="Half precision (default: on with CUDA only).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--skip-existing", is_flag=True, help="Leave inputs whose output already exists.")
+@click.option("--suffix", default=None, help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
+@click.pass_context
+def colorize(ctx, inputs, output, model, device, batch_size, render_size, smooth, codec, crf, preset, pix_fmt, half,
+             overwrite, skip_existing, suffix):
+    """Colorize videos (or still images).
+
+    \b
+    colorvid colorize old.mp4 -o new.mp4
+    colorvid colorize films/ -o colorized/ --skip-existing
+    """
+    from colorvid import pipeline
+
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing exclude each other")
+    if suffix is not None and not suffix.startswith("."):
+        suffix = "." + suffix
+    options = pipeline.ColorizeOptions(
+        model=model, device=device, batch_size=batch_size, render_size=render_size, smooth=smooth, half=half,
+        codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite, skip_existing=skip_existing,
+        suffix=suffix,
+    )
+    jobs = pipeline.plan_jobs(list(inputs), output, options)
+    runner = pipeline.Pipeline(options, progress=_tqdm_progress(ctx.obj["quiet"]))
+    failed = 0
+    for job in jobs:
+        result = runner.run_one(job)
+        if result.status == "failed":
+            failed += 1
+            click.echo(f"colorvid: error: {result.error}", err=True)
+        elif result.status == "ok":
+            log.info("%s -> %s (%d frames, %.1f s)", result.input, result.output, result.frames, result.seconds)
+    if failed and len(jobs) > 1:
+        click.echo(f"colorvid: {failed} of {len(jobs)} files failed", err=True)
+    return 1 if failed else 0
+
+
+# --- train -------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for checkpoints, history and best.safetensors; an existing run there is resumed.")
+@click.option("--init", default="imagenet", show_default=True,
+              help="'imagenet' (needs the train extra), 'none', or a colorvid model file to fine-tune.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--size", type=click.IntRange(min=64), default=224, show_default=True,
+              help="Crop size in pixels (a multiple of 32).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--video-step", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Use every k-th frame of video files.")
+@click.pass_context
+def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step):
+    """Train or fine-tune a colorizer on folders of color images and videos.
+
+    Example: colorvid train ~/photos ~/newsreels -o runs/mine --init colorvid-base
+    """
+    from colorvid import train as training
+
+    if size % 32:
+        raise click.BadParameter("must be a multiple of 32", param_hint="--size")
+    if init not in ("imagenet", "none"):
+        from colorvid.weights import resolve, load_registry
+
+        init = str(resolve(init, load_registry()))
+    options = training.TrainOptions(
+        data=tuple(data), out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
+        init=init, val_fraction=val_fraction, video_step=video_step,
+    )
+    best = training.train(options, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+    click.echo(str(best))
+
+
 # --- frames ------------------------------------------------------------------
+
+
+@cli.group()
+def frames() -> None:
+    """Extract a video to numbered images, or stitch images back into a video.
+
+    \b
+    colorvid frames extract old.mp4 work/
+    (edit or colorize work/frame_*.png with any tool)
+    colorvid frames stitch work/ -o new.mp4
+    """
+
+
+@frames.command("extract")
+@click.argument("input_path", metavar="INPUT")
+@click.argument("directory", metavar="DIR")
+@click.option("--format", "image_format", type=click.Choice(["png", "jpg", "tiff"]), default="png", show_default=True,
+              help="png and tiff are lossless (16 bits per channel for >8-bit video).")
+@click.option("--overwrite", is_flag=True, help="Replace frames extracted into DIR before.")
+def frames_extract(input_path: str, directory: str, image_format: str, overwrite: bool) -> None:
+    """Write every frame of INPUT as an image in DIR, plus manifest.json.
+
+    Frames are named frame_000001.png, frame_000002.png, ... The manifest keeps each frame's timestamp and the video's properties, so
+    'frames stitch' can rebuild the video with the original timing and sound.
+    """
+    from colorvid.frames import extract_frames
+
+    count = extract_frames(input_path, directory, image_format, overwrite=overwrite)
+    log.info("%s: %d frames written to %s", input_path, count, directory)
+
+
+@frames.command("stitch")
+@click.argument("directory", metavar="DIR")
+@click.option("-o", "--output", required=True, help="Video file to write; its extension picks the container.")
+@click.option("--audio-from", default=None,
+              help="Take audio and subtitles from this file instead of the video the frames came from.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
+@click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
+@click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
+@click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p, yuv444p, yuv420p10le.")
+def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite: bool, codec: str | None,
+                  crf: int | None, preset: str | None, pix_fmt: str | None) -> None:
+    """Encode the images listed in DIR/manifest.json into OUTPUT.
+
+    Frames keep their original timestamps; audio and subtitles come from the
+    source video (or --audio-from). Every listed image must exist and keep
+    the video's size.
+    """
+    from colorvid.frames import stitch_frames
+    from colorvid.video_io import EncodeOptions
+
+    options = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite)
+    count = stitch_frames(directory, output, options, audio_from=audio_from)
+    log.info("%s: %d frames written", output, count)
+
 
 # --- weights -----------------------------------------------------------------
 

@@ -24,17 +24,17 @@ from colorvid.smoothing import TemporalSmoother
 
 log = logging.getLogger("colorvid")
 
-# Planar Y'CbCr formats we write chroma into: name -> (bit depth, log2 chroma subsampling w, h, full range).
+# Planar Y'CbCr formats we write chroma into: name -> (bit depth, log2 chroma subsampling w, h).
 WORK_FORMATS = {
-    "yuv420p": (8, 1, 1, False),
-    "yuv422p": (8, 1, 0, False),
-    "yuv444p": (8, 0, 0, False),
-    "yuvj420p": (8, 1, 1, True),
-    "yuvj422p": (8, 1, 0, True),
-    "yuvj444p": (8, 0, 0, True),
-    "yuv420p10le": (10, 1, 1, False),
-    "yuv422p10le": (10, 1, 0, False),
-    "yuv444p10le": (10, 0, 0, False),
+    "yuv420p": (8, 1, 1),
+    "yuv422p": (8, 1, 0),
+    "yuv444p": (8, 0, 0),
+    "yuvj420p": (8, 1, 1),
+    "yuvj422p": (8, 1, 0),
+    "yuvj444p": (8, 0, 0),
+    "yuv420p10le": (10, 1, 1),
+    "yuv422p10le": (10, 1, 0),
+    "yuv444p10le": (10, 0, 0),
 }
 
 GUIDE_RADIUS = 2  # box radius of the guided filter, in model-output pixels
@@ -116,13 +116,22 @@ class FrameColorizer:
         model: Colorizer,
         device: torch.device,
         matrix: str,
+        full_range: bool = False,
         render_size: int = 256,
         smooth: float = 0.0,
         half: bool = False,
     ):
+        """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the
+        video's Y'CbCr; frames are converted to the work format keeping both."""
         self.model = model
         self.device = device
         self.matrix = matrix
+        self.full_range = full_range
+        sws_space = {"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}[matrix]
+        sws_range = "JPEG" if full_range else "MPEG"
+        self._reformat_args = dict(
+            src_colorspace=sws_space, dst_colorspace=sws_space, src_color_range=sws_range, dst_color_range=sws_range
+        )
         self.render_size = render_size
         self.dtype = torch.float16 if half else torch.float32
         self.smoother = TemporalSmoother(smooth)
@@ -134,12 +143,13 @@ class FrameColorizer:
 
         Output frames carry the input frames' pts and time_base.
         """
-        bit_depth, shift_w, shift_h, full_range = WORK_FORMATS[work_format]
+        bit_depth, shift_w, shift_h = WORK_FORMATS[work_format]
+        full_range = self.full_range
         dtype = np.uint16 if bit_depth > 8 else np.uint8
         out_frames = []
         lumas = []
         for frame in frames:
-            out = frame.reformat(format=work_format)
+            out = frame.reformat(format=work_format, **self._reformat_args)
             if out is frame:  # already in the work format: never write into the caller's frame
                 out = _copy_frame(frame, dtype)
             out.pts = frame.pts
