@@ -579,9 +579,10 @@ def _choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> _Enc
     if pix_fmt not in _pix_fmts_of(codec):
         raise OutputError(f"{path}: codec {codec} cannot encode {pix_fmt}")
     if odd and codec == "libx264" and pix_fmt.startswith("yuv420p"):
-        raise OutputError(
-            f"{path}: libx264 cannot encode {pix_fmt} at the odd size {info.width}x{info.height}; use --pix-fmt yuv444p"
-        )
+        size = f"{info.width}x{info.height}"
+        raise OutputError(f"{path}: libx264 cannot encode {pix_fmt} at the odd size {size}; use --pix-fmt yuv444p")
+    if options.preset is not None and options.preset not in X264_PRESETS:
+        raise OutputError(f"{path}: unknown preset {options.preset!r}; use one of {', '.join(X264_PRESETS[:-1])}")
 
     rate = info.frame_rate or Fraction(25)
     quality = {"flags": "+qscale", "global_quality": str(_QSCALE * _FF_QP2LAMBDA)}
