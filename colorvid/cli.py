@@ -24,6 +24,21 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="colorvid: %(message)s", stream=sys.stderr, force=True)
 
 
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.obj = dict(ctx.obj or {}, **{param.name: True})
+        _State.verbose = _State.verbose or param.name == "verbose"
+        _setup_logging(ctx.obj.get("verbose", False), ctx.obj.get("quiet", False))
+
+
+def verbosity_options(command):
+    """-v/-q accepted after the subcommand too: `colorvid colorize -q ...`."""
+    command = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                           help="Log details and show tracebacks on errors.")(command)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                        help="Only print errors; no progress bar.")(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="colorvid")
 @click.option("-v", "--verbose", is_flag=True, help="Log details and show tracebacks on errors.")
@@ -80,6 +95,7 @@ def _tqdm_progress(quiet: bool):
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output already exists.")
 @click.option("--suffix", default=None, help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
+@verbosity_options
 @click.pass_context
 def colorize(ctx, inputs, output, model, device, batch_size, render_size, smooth, codec, crf, preset, pix_fmt, half,
              overwrite, skip_existing, suffix):
@@ -132,6 +148,7 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, smooth
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--video-step", type=click.IntRange(min=1), default=10, show_default=True,
               help="Use every k-th frame of video files.")
+@verbosity_options
 @click.pass_context
 def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step):
     """Train or fine-tune a colorizer on folders of color images and videos.
