@@ -171,6 +171,65 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
     click.echo(str(best))
 
 
+# --- evaluate ----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("references", nargs=-1, required=True, metavar="REFERENCE...")
+@click.option("--colorized", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Score these outputs instead of colorizing: the output of one reference (file or frame folder), "
+                   "or a folder holding each reference's output under the reference's name (any extension).")
+@click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Short side in pixels at which the network sees the frames.")
+@click.option("--smooth", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Temporal smoothing, as in 'colorize'.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Score at most N frames of each clip.")
+@click.option("--ssim-every", type=click.IntRange(min=1), default=None,
+              help="SSIM on every N-th frame (SSIM is slow). Default: every frame up to 640x360, "
+                   "every k-th frame above, k growing with the pixel count (9 at 1080p).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (per clip and the mean) instead of a table.")
+@click.pass_context
+def evaluate(ctx, references, colorized, model, device, batch_size, render_size, smooth, max_frames, ssim_every,
+             as_json):
+    """Score colorization against the color originals, beside a gray baseline.
+
+    A REFERENCE is a color video, a folder of frames (images in name order),
+    or a folder of those. Without --colorized, each reference's luma is
+    colorized with the model and settings given (nothing is written).
+
+    \b
+    Per clip and the mean over clips, for the colorized output and for the
+    gray baseline (the reference's luma with no color):
+      PSNR       RGB, per frame, then averaged (identical frames count 100 dB)
+      SSIM       scikit-image, over the three channels (see --ssim-every)
+      COLORFUL   Hasler & Suesstrunk colorfulness; RATIO: / the reference's
+      CDC        color distribution consistency (Liu et al.): Jensen-Shannon
+                 divergence of RGB histograms of frames 1, 2 and 4 apart;
+                 lower is steadier
+      LUMA PSNR  the output's luma against the input's: the colorizer keeps it
+    Luma is Y' with the clip's own matrix (BT.601 for SD video and images).
+
+    \b
+    colorvid evaluate clips/ --model colorvid-base --json
+    colorvid evaluate clips/ --colorized colorized/
+    """
+    import json
+
+    from colorvid.evaluate import EvaluateOptions, evaluate as run_evaluation, format_table
+    from colorvid.pipeline import ColorizeOptions
+
+    options = EvaluateOptions(
+        colorize=ColorizeOptions(model=model, device=device, batch_size=batch_size, render_size=render_size,
+                                 smooth=smooth),
+        max_frames=max_frames, ssim_every=ssim_every,
+    )
+    result = run_evaluation(list(references), colorized, options, progress=_tqdm_progress(ctx.obj["quiet"]))
+    click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False) if as_json else format_table(result))
+
+
 # --- frames ------------------------------------------------------------------
 
 

@@ -24,3 +24,103 @@ def colorfulness(rgb: torch.Tensor) -> float:
     std = torch.sqrt(rg.var(unbiased=False) + yb.var(unbiased=False))
     mean = torch.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
     return float(std + 0.3 * mean)
+
+
+# --- luma ------------------------------------------------------------------------------
+
+
+def luma(rgb: torch.Tensor, matrix: str = "bt601") -> torch.Tensor:
+    """Y' of R'G'B' with a matrix's coefficients (BT.601 by default): (..., 3, H, W) -> (..., 1, H, W)."""
+    from colorvid.color import LUMA_COEFFICIENTS
+
+    kr, kb = LUMA_COEFFICIENTS[matrix]
+    r, g, b = rgb.unbind(-3)
+    return (kr * r + (1 - kr - kb) * g + kb * b).unsqueeze(-3)
+
+
+def gray_rgb(rgb: torch.Tensor, matrix: str = "bt601") -> torch.Tensor:
+    """The picture as a black-and-white film shows it: its luma in all three channels (zero chroma)."""
+    return luma(rgb, matrix).expand_as(rgb)
+
+
+# --- structural similarity -------------------------------------------------------------
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """SSIM of two RGB images (3, H, W) in [0, 1]: scikit-image's, over the three channels.
+
+    Uses scikit-image's defaults (7x7 uniform window) with ``data_range=1``.
+    """
+    from skimage.metrics import structural_similarity
+
+    x = a.permute(1, 2, 0).double().cpu().numpy()
+    y = b.permute(1, 2, 0).double().cpu().numpy()
+    return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))
+
+
+# --- colour distribution consistency (CDC) ------------------------------------------
+
+CDC_STEPS = (1, 2, 4)  # frame distances compared; Liu et al. weight them equally
+HISTOGRAM_BINS = 256
+
+
+def channel_histograms(rgb: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (3, 256) float64 histograms of the 8-bit values, each summing to 1."""
+    values = (rgb.detach().reshape(3, -1).float() * 255).round_().clamp_(0, 255).long()
+    values += torch.arange(3, device=values.device).unsqueeze(1) * HISTOGRAM_BINS
+    counts = torch.bincount(values.flatten(), minlength=3 * HISTOGRAM_BINS).reshape(3, HISTOGRAM_BINS)
+    return (counts.double() / values.shape[1]).cpu()
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (natural log, so 0..ln 2) between distributions on the last axis."""
+    p = p.double()
+    q = q.double()
+    m = (p + q) / 2
+
+    def kl(x: torch.Tensor) -> torch.Tensor:  # KL(x || m); 0 log 0 = 0, and m > 0 wherever x > 0
+        return torch.where(x > 0, x * torch.log(x / torch.where(x > 0, m, 1.0)), 0.0).sum(-1)
+
+    return (kl(p) + kl(q)) / 2
+
+
+class CDC:
+    """Colour distribution consistency (Liu et al., temporally consistent video colorization).
+
+    For each frame distance d in ``CDC_STEPS``, the Jensen-Shannon divergence
+    between the per-channel histograms of frames i and i+d, averaged over i;
+    then averaged over the distances (equal weights) and the three channels.
+    0 for a clip whose colour distribution never changes; lower is steadier.
+
+    Frames are added one at a time and only the last ``max(CDC_STEPS)``
+    histograms are kept, so any length of video fits in memory. A distance
+    with no pair of frames (a clip shorter than d + 1 frames) is left out;
+    :meth:`value` is None for a single frame.
+    """
+
+    def __init__(self, steps: tuple[int, ...] = CDC_STEPS):
+        self.steps = steps
+        self._recent: list[torch.Tensor] = []  # newest last
+        self._sums = {d: 0.0 for d in steps}
+        self._pairs = {d: 0 for d in steps}
+
+    def add(self, histograms: torch.Tensor) -> None:
+        """Add the next frame's (3, 256) histograms (see :func:`channel_histograms`)."""
+        for d in self.steps:
+            if len(self._recent) >= d:
+                self._sums[d] += float(js_divergence(self._recent[-d], histograms).mean())
+                self._pairs[d] += 1
+        self._recent.append(histograms)
+        del self._recent[: -max(self.steps)]
+
+    def value(self) -> float | None:
+        means = [self._sums[d] / self._pairs[d] for d in self.steps if self._pairs[d]]
+        return sum(means) / len(means) if means else None
+
+
+def cdc(frames_histograms) -> float | None:
+    """CDC of a sequence of (3, 256) histograms; see :class:`CDC`."""
+    acc = CDC()
+    for hist in frames_histograms:
+        acc.add(hist)
+    return acc.value()

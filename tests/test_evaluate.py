@@ -1,0 +1,251 @@
+"""Quality measures (colorvid.metrics), `colorvid evaluate` and `colorvid preview`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from media import make_clip, synthetic_rgb
+from PIL import Image
+
+from colorvid import metrics
+from colorvid.cli import main
+from colorvid.errors import InputError
+from colorvid.evaluate import PSNR_CAP_DB, ClipMeter, EvaluateOptions, evaluate, find_clips, pair_outputs
+from colorvid.model import Colorizer, ModelConfig, save_model
+from colorvid.pipeline import ColorizeOptions, Job, Pipeline
+
+RENDER = 32  # network input short side: the smallest the model takes, for speed
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "random.safetensors"
+    save_model(Colorizer(ModelConfig()), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "ref.mp4"
+    make_clip(path, frames=6, audio_tracks=0)
+    return path
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """Run `colorvid ARGS` in-process; return (exit status, stdout, stderr)."""
+    monkeypatch.delenv("COLORVID_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["colorvid", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def image(rgb) -> torch.Tensor:
+    """(H, W, 3) values in 0..1 -> (3, H, W) float tensor."""
+    return torch.tensor(np.asarray(rgb, dtype=np.float64), dtype=torch.float32).permute(2, 0, 1)
+
+
+# --- metrics ------------------------------------------------------------------------
+
+
+def test_js_divergence_by_hand():
+    p = torch.tensor([1.0, 0.0])
+    q = torch.tensor([0.5, 0.5])
+    # M = (0.75, 0.25); KL(p||M) = ln(4/3); KL(q||M) = 0.5 ln(2/3) + 0.5 ln 2
+    expected = (math.log(4 / 3) + 0.5 * math.log(2 / 3) + 0.5 * math.log(2)) / 2
+    assert float(metrics.js_divergence(p, q)) == pytest.approx(expected, rel=1e-12)
+    assert float(metrics.js_divergence(p, q)) == pytest.approx(float(metrics.js_divergence(q, p)))
+    assert float(metrics.js_divergence(p, p)) == 0.0
+    disjoint = metrics.js_divergence(torch.tensor([0.5, 0.5, 0, 0]), torch.tensor([0, 0, 0.25, 0.75]))
+    assert float(disjoint) == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_channel_histograms_count_8bit_values():
+    rgb = image([[[0, 1, 0.5], [0, 0, 0.5]]])  # one row of two pixels
+    hist = metrics.channel_histograms(rgb)
+    assert hist.shape == (3, 256)
+    assert hist.sum(1).tolist() == [1.0, 1.0, 1.0]
+    assert hist[0, 0] == 1.0  # red: both pixels 0
+    assert hist[1, 0] == 0.5 and hist[1, 255] == 0.5
+    assert hist[2, 128] == 1.0  # 0.5 * 255 = 127.5 rounds to 128
+
+
+def test_cdc_of_identical_frames_is_zero():
+    frame = image(np.random.default_rng(0).random((8, 8, 3)))
+    assert metrics.cdc([metrics.channel_histograms(frame)] * 6) == 0.0
+
+
+def test_cdc_by_hand():
+    black, white = image(np.zeros((4, 4, 3))), image(np.ones((4, 4, 3)))
+    hists = [metrics.channel_histograms(f) for f in (black, white) * 3]  # six frames, alternating
+    # d=1: every pair disjoint (ln 2); d=2 and d=4: identical (0); equal weights
+    assert metrics.cdc(hists) == pytest.approx(math.log(2) / 3, rel=1e-12)
+    # two frames: only d=1 has a pair; one frame: nothing to compare
+    assert metrics.cdc(hists[:2]) == pytest.approx(math.log(2), rel=1e-12)
+    assert metrics.cdc(hists[:1]) is None
+
+
+def test_colorfulness_by_hand():
+    # left half pure red, right half black, in 0..255: rg = 255 | 0, yb = 127.5 | 0
+    rgb = np.zeros((2, 4, 3))
+    rgb[:, :2, 0] = 1.0
+    std = math.hypot(127.5, 63.75)  # population std of rg and yb
+    mean = math.hypot(127.5, 63.75)  # their means happen to be the same numbers
+    assert metrics.colorfulness(image(rgb)) == pytest.approx(std + 0.3 * mean, rel=1e-9)
+    gray = np.repeat(np.linspace(0, 1, 12).reshape(3, 4, 1), 3, axis=2)
+    assert metrics.colorfulness(image(gray)) == 0.0
+    # no absolute values: a uniform blue picture (yb = -255) scores 0.3 * 255
+    blue = np.zeros((2, 2, 3))
+    blue[..., 2] = 1.0
+    assert metrics.colorfulness(image(blue)) == pytest.approx(0.3 * 255)
+
+
+def test_luma_and_gray():
+    rgb = image([[[1, 0, 0], [0, 1, 0], [0, 0, 1]]])
+    assert metrics.luma(rgb)[0, 0].tolist() == pytest.approx([0.299, 0.587, 0.114])
+    assert metrics.luma(rgb, "bt709")[0, 0].tolist() == pytest.approx([0.2126, 0.7152, 0.0722])
+    gray = metrics.gray_rgb(rgb)
+    assert gray.shape == rgb.shape
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+
+
+def test_ssim_of_identical_images_is_one():
+    rgb = image(np.random.default_rng(1).random((16, 16, 3)))
+    assert metrics.ssim(rgb, rgb) == pytest.approx(1.0)
+    assert metrics.ssim(rgb, 1 - rgb) < 0.5
+
+
+def test_clip_meter_on_a_perfect_output():
+    meter = ClipMeter("bt601", ssim_every=2)
+    for i in range(5):
+        truth = image(synthetic_rgb(i, 32, 24) / 255.0)
+        meter.add(truth, truth)
+    scores = meter.scores()
+    assert meter.frames == 5 and meter.ssim_frames == 3
+    assert scores["output"].psnr == PSNR_CAP_DB
+    assert scores["output"].ssim == pytest.approx(1.0)
+    assert scores["output"].colorfulness_ratio == pytest.approx(1.0)
+    assert scores["output"].cdc == pytest.approx(scores["truth"].cdc)
+    assert scores["output"].luma_psnr > 60
+    assert scores["gray"].colorfulness == pytest.approx(0.0, abs=1e-9)
+    assert scores["gray"].psnr < scores["output"].psnr
+
+
+# --- finding clips and outputs ------------------------------------------------------------
+
+
+def write_frames(folder, count, width=64, height=48):
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(synthetic_rgb(i, width, height)).save(folder / f"frame_{i + 1:03d}.png")
+
+
+def test_find_clips_and_pair_outputs_by_name(tmp_path):
+    refs = tmp_path / "refs"
+    write_frames(refs / "shot", 2)
+    (refs / "b.mp4").write_bytes(b"")
+    (refs / "sub").mkdir()
+    (refs / "sub" / "a.mkv").write_bytes(b"")
+    (refs / "notes.txt").write_text("not a clip")
+    clips = find_clips([refs])
+    assert [(c.key, c.images is not None) for c in clips] == [("b", False), ("shot", True), ("sub/a", False)]
+
+    outs = tmp_path / "outs"
+    write_frames(outs / "shot", 2)
+    (outs / "sub").mkdir(parents=True)
+    (outs / "b.mkv").write_bytes(b"")
+    (outs / "sub" / "a.mp4").write_bytes(b"")
+    paired = pair_outputs(clips, outs)
+    assert [p.path for p in paired] == [outs / "b.mkv", outs / "shot", outs / "sub" / "a.mp4"]
+
+    (outs / "b.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match="several outputs"):
+        pair_outputs(clips, outs)
+    (outs / "b.mp4").unlink()
+    (outs / "sub" / "a.mp4").unlink()
+    with pytest.raises(InputError, match=r"no output named sub/a\.\* \(or frame folder sub/a/\)"):
+        pair_outputs(clips, outs)
+
+
+# --- evaluate --------------------------------------------------------------------------
+
+
+def test_evaluate_command_json(monkeypatch, capsys, clip, model_file):
+    status, out, err = run_cli(monkeypatch, capsys, "-q", "evaluate", clip, "--model", model_file,
+                               "--render-size", RENDER, "--batch-size", 4, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert set(report) == {"settings", "clips", "mean"}
+    (result,) = report["clips"]
+    assert result["frames"] == 6 and result["ssim_frames"] == 6
+    assert (result["width"], result["height"], result["matrix"]) == (64, 48, "bt601")
+    keys = {"psnr", "ssim", "colorfulness", "colorfulness_ratio", "cdc", "luma_psnr"}
+    for source in ("output", "gray", "truth"):
+        assert set(result[source]) == keys
+        assert set(report["mean"][source]) == keys
+    assert result["gray"]["colorfulness"] == pytest.approx(0.0, abs=1e-6)
+    assert result["truth"]["colorfulness"] > 30  # the synthetic clip is very colourful
+    assert result["output"]["luma_psnr"] >= 40  # the colorizer keeps luma
+    assert 0 <= result["output"]["ssim"] <= 1 and result["output"]["psnr"] > 5
+    assert result["output"]["cdc"] >= 0 and result["gray"]["cdc"] >= 0
+    assert report["mean"]["output"] == result["output"]
+    assert report["settings"]["render_size"] == RENDER
+
+
+def test_evaluate_table_and_frame_folders(monkeypatch, capsys, tmp_path, clip, model_file):
+    refs = tmp_path / "refs"
+    write_frames(refs / "shot", 3)
+    refs.joinpath("clip.mp4").symlink_to(clip)
+    status, out, err = run_cli(monkeypatch, capsys, "-q", "evaluate", refs, "--model", model_file,
+                               "--render-size", RENDER, "--max-frames", 4)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["CLIP", "FRAMES", "SOURCE", "PSNR"]
+    assert lines[1].split()[:3] == [str(refs / "clip.mp4"), "4", "colorized"]
+    assert lines[4].split()[:3] == [str(refs / "shot"), "3", "colorized"]
+    assert lines[7].split()[:5] == ["mean", "of", "2", "7", "colorized"]
+    assert lines[8].split()[0] == "gray" and lines[9].split()[0] == "reference"
+
+
+def test_evaluate_existing_outputs(tmp_path, clip, model_file, caplog):
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    options = ColorizeOptions(model=str(model_file), render_size=RENDER, codec="ffv1")
+    result = Pipeline(options).run_one(Job(clip, outs / "ref.mkv"))
+    assert result.status == "ok", result.error
+
+    report = evaluate([clip], outs)
+    (scores,) = report.clips
+    assert scores.colorized == str(outs / "ref.mkv") and scores.frames == 6
+    assert scores.output.luma_psnr >= 40
+    assert scores.gray.colorfulness == pytest.approx(0.0, abs=1e-6)
+    # scoring the reference against itself: perfect
+    self_report = evaluate([clip], clip)
+    assert self_report.clips[0].output.psnr == PSNR_CAP_DB
+    assert self_report.clips[0].output.colorfulness_ratio == pytest.approx(1.0)
+
+    shorter = tmp_path / "short.mp4"
+    make_clip(shorter, frames=4, audio_tracks=0)
+    caplog.set_level(logging.WARNING)
+    assert evaluate([clip], shorter).clips[0].frames == 4
+    assert "has more frames than" in caplog.text
+
+
+def test_evaluate_errors_are_one_line(monkeypatch, capsys, tmp_path, clip):
+    (tmp_path / "empty").mkdir()
+    status, _, err = run_cli(monkeypatch, capsys, "evaluate", clip, "--colorized", tmp_path / "empty")
+    assert status == 1
+    expected = f"{tmp_path / 'empty'}: no output named ref.* (or frame folder ref/) for {clip}"
+    assert err.strip() == f"colorvid: error: {expected}"
+    small = tmp_path / "small.mp4"
+    make_clip(small, width=32, height=24, frames=2, audio_tracks=0)
+    status, _, err = run_cli(monkeypatch, capsys, "evaluate", clip, "--colorized", small)
+    assert status == 1 and "is 32x24, its reference" in err and len(err.strip().splitlines()) == 1
