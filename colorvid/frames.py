@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -89,7 +90,8 @@ class _ImageEncoder:
                 with open(path, "wb") as f:
                     f.write(bytes(packet))
             except OSError as exc:
-                raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
+                reason = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
+                raise OutputError(f"{path}: {reason}") from None
 
 
 def extract_frames(
@@ -98,9 +100,10 @@ def extract_frames(
     """Write every frame of ``input_path`` into ``out_dir`` as an image; return the count.
 
     ``manifest.json`` is written last (through a temporary name), so a folder
-    with a manifest always holds a complete extraction. With ``overwrite``, a
-    previous extraction in the folder (its manifest and listed frames) is
-    removed first.
+    with a manifest always holds a complete extraction; if extraction fails
+    or is interrupted, the images written so far are removed. With
+    ``overwrite``, a previous extraction in the folder (its manifest and
+    listed frames) is removed first.
 
     Raises:
         InputError: the input cannot be read.
@@ -114,24 +117,35 @@ def extract_frames(
 
     encoder = _ImageEncoder(image_format, info)
     entries = []
-    with VideoReader(input_path) as reader:
-        for index, frame in enumerate(reader):
-            name = frame_file_name(index, image_format)
-            encoder.write(frame, os.path.join(out_dir, name))
-            entries.append({"file": name, "pts": frame.pts})
-        encoder.flush()
-
-    source = os.path.abspath(input_path)
-    manifest = {
-        "colorvid_manifest": MANIFEST_VERSION,
-        "source": source,
-        "image_format": image_format,
-        "frame_count": len(entries),
-        "video": dataclasses.replace(info, path=source).to_dict(),
-        "frames": entries,
-    }
-    _write_json(os.path.join(out_dir, MANIFEST_NAME), manifest)
+    try:
+        with VideoReader(input_path) as reader:
+            for index, frame in enumerate(reader):
+                name = frame_file_name(index, image_format)
+                entries.append({"file": name, "pts": frame.pts})
+                encoder.write(frame, os.path.join(out_dir, name))
+            encoder.flush()
+        source = os.path.abspath(input_path)
+        manifest = {
+            "colorvid_manifest": MANIFEST_VERSION,
+            "source": source,
+            "image_format": image_format,
+            "frame_count": len(entries),
+            "video": dataclasses.replace(info, path=source).to_dict(),
+            "frames": entries,
+        }
+        _write_json(os.path.join(out_dir, MANIFEST_NAME), manifest)
+    except BaseException:
+        _remove_frames(out_dir, entries)
+        raise
     return len(entries)
+
+
+def _remove_frames(out_dir: str, entries: list[dict]) -> None:
+    for entry in entries:
+        try:
+            os.remove(os.path.join(out_dir, os.path.basename(entry["file"])))
+        except FileNotFoundError:
+            pass
 
 
 def _prepare_folder(out_dir: str, overwrite: bool) -> None:
@@ -155,11 +169,7 @@ def _prepare_folder(out_dir: str, overwrite: bool) -> None:
     except InputError:
         old = {"frames": []}
     os.remove(manifest_path)  # first, so an interrupted re-extraction is not mistaken for a complete one
-    for entry in old["frames"]:
-        try:
-            os.remove(os.path.join(out_dir, os.path.basename(entry["file"])))
-        except FileNotFoundError:
-            pass
+    _remove_frames(out_dir, old["frames"])
 
 
 def _write_json(path: str, data: dict) -> None:

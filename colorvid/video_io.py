@@ -553,6 +553,7 @@ class _Encoding:
     pix_fmt: str
     rate: Fraction
     time_base: Fraction  # of the encoder; frame pts are expressed in it
+    full_range: bool
     options: dict[str, str]
 
 
@@ -562,6 +563,9 @@ def _choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> _Enc
     The picture keeps its size. libx264 cannot encode 4:2:0 at an odd width or
     height, so an odd-sized video defaults to yuv444p there; an explicit
     ``pix_fmt`` that cannot encode the size fails with an OutputError.
+
+    The range is the input's, except for MJPEG: JPEG is full range (players
+    assume it), so its pixel format is the yuvj variant.
 
     The encoder works in the input's time base, so every pts is kept, except
     for MPEG-2 and AVI, which only know a constant frame rate: there the time
@@ -576,6 +580,8 @@ def _choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> _Enc
         pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
         if deep:
             pix_fmt += "10le"
+    if codec == "mjpeg" and not pix_fmt.startswith("yuvj"):
+        pix_fmt = pix_fmt.replace("yuv", "yuvj", 1)
     if pix_fmt not in _pix_fmts_of(codec):
         raise OutputError(f"{path}: codec {codec} cannot encode {pix_fmt}")
     if odd and codec == "libx264" and pix_fmt.startswith("yuv420p"):
@@ -599,16 +605,15 @@ def _choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> _Enc
     elif codec == "ffv1":
         opts = {"level": "3", "slicecrc": "1"}
     elif codec == "mjpeg":
-        opts = dict(quality)
-        if not info.full_range:
-            opts["strict"] = "unofficial"  # limited-range JPEG: kept to avoid a range conversion
+        opts = quality
     elif codec == "mpeg2video":
         opts = quality
         rate = min(_MPEG2_RATES, key=lambda r: abs(r - rate))
     else:
         raise OutputError(f"{path}: unsupported codec {codec}; use one of {', '.join(VIDEO_CODECS)}")
     frame_indexed = container.frame_indexed or codec == "mpeg2video"
-    return _Encoding(codec, pix_fmt, rate, 1 / rate if frame_indexed else info.time_base, opts)
+    time_base = 1 / rate if frame_indexed else info.time_base
+    return _Encoding(codec, pix_fmt, rate, time_base, info.full_range or pix_fmt.startswith("yuvj"), opts)
 
 
 # --- writing ---------------------------------------------------------------
@@ -641,8 +646,9 @@ class VideoWriter:
             for frame in frames:
                 writer.write(frame)
 
-    Frames should be in ``writer.pix_fmt`` with the input's matrix and range
-    (``info.sws_colorspace``/``info.sws_color_range``); frames in any other
+    Frames should be in ``writer.pix_fmt``, with ``writer.sws_colorspace``
+    and ``writer.sws_color_range`` (the input's matrix and range; MJPEG is
+    always full range, with a yuvj pixel format); frames in any other
     format are converted. Each frame's pts/time_base is kept (the output
     stream uses ``info.time_base``; MPEG-2 and AVI round to whole frames); a
     pts that does not increase is bumped by one tick, with a warning, because
@@ -675,18 +681,19 @@ class VideoWriter:
         self.codec = encoding.codec
         self.pix_fmt = encoding.pix_fmt
         self.sws_colorspace = info.sws_colorspace
-        self.sws_color_range = info.sws_color_range
+        self.sws_color_range = "JPEG" if encoding.full_range else "MPEG"
         self.frames_written = 0
         self._time_base = encoding.time_base
         self._last_pts: int | None = None
         self._bumped_pts = 0
         self._passthrough: _Passthrough | None = None
+        self._container: av.container.OutputContainer | None = None
         self._temp_path = self._create_temp_file()
         try:
             with _output_errors(self.path):
                 container = _CONTAINERS[_extension(self.path)]
-                options = {"avoid_negative_ts": "disabled"} if container.keep_negative_ts else {}
-                self._container = av.open(self._temp_path, "w", options=options)
+                mux_options = {"avoid_negative_ts": "disabled"} if container.keep_negative_ts else {}
+                self._container = av.open(self._temp_path, "w", options=mux_options)
                 self._container.metadata.update(info.container_metadata)
                 self._stream = self._add_video_stream(encoding)
                 if passthrough_source is not None:
@@ -724,7 +731,7 @@ class VideoWriter:
         ctx.color_primaries = info.color_primaries if info.color_primaries != _UNSPECIFIED else default_tags[0]
         ctx.color_trc = info.color_trc if info.color_trc != _UNSPECIFIED else default_tags[1]
         ctx.colorspace = info.colorspace if info.colorspace in _MATRIX_OF_COLORSPACE else default_tags[2]
-        ctx.color_range = _RANGE_FULL if info.full_range else _RANGE_LIMITED
+        ctx.color_range = _RANGE_FULL if encoding.full_range else _RANGE_LIMITED
         if info.display_matrix is not None:
             stream.set_display_matrix(info.display_matrix)
         elif info.rotation:
@@ -828,10 +835,9 @@ class VideoWriter:
         """Close everything, ignoring errors, and delete the temporary file."""
         if self._passthrough is not None:
             self._passthrough.close()
-        container = getattr(self, "_container", None)
-        if container is not None:
+        if self._container is not None:
             try:
-                container.close()
+                self._container.close()
             except Exception:  # the file is being thrown away anyway
                 pass
         try:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from colorvid.cli import main
 from colorvid.errors import InputError, OutputError
-from colorvid.frames import MANIFEST_NAME, extract_frames, read_manifest, stitch_frames
+from colorvid.frames import MANIFEST_NAME, _ImageEncoder, extract_frames, read_manifest, stitch_frames
 from colorvid.video_io import EncodeOptions
 
 
@@ -141,6 +141,22 @@ def test_extract_refuses_a_folder_with_frames_unless_overwrite(tmp_path):
     extract_frames(short_clip, frames, overwrite=True)
     assert image_files(frames) == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
     assert read_manifest(frames)["frame_count"] == 3
+
+
+def test_interrupted_extraction_leaves_no_frames(tmp_path, monkeypatch):
+    source, frames = tmp_path / "in.mp4", tmp_path / "frames"
+    make_clip(source, frames=6, audio_tracks=0)
+    original = _ImageEncoder.write
+
+    def write_then_interrupt(self, frame, path):
+        original(self, frame, path)
+        if path.endswith("frame_000004.png"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_ImageEncoder, "write", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        extract_frames(source, frames)
+    assert os.listdir(frames) == []
 
 
 def test_stitch_without_manifest_is_an_input_error(tmp_path):

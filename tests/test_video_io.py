@@ -251,6 +251,21 @@ def test_other_containers_play_with_audio(tmp_path, ext):
     assert len(audio_packets(target)[0]) > 0
 
 
+def test_mjpeg_output_is_full_range_and_looks_the_same(tmp_path):
+    source, target = tmp_path / "in.mp4", tmp_path / "out.avi"
+    make_clip(source, frames=2, audio_tracks=0)  # limited range
+    writer = transcode(source, target)
+    assert (writer.pix_fmt, writer.sws_color_range) == ("yuvj420p", "JPEG")
+
+    def first_rgb(path, color_range):
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return frame.reformat(format="rgb24", src_colorspace="itu601", src_color_range=color_range).to_ndarray()
+
+    difference = first_rgb(target, "JPEG").astype(int) - first_rgb(source, "MPEG")
+    assert abs(difference.mean()) < 2 and np.abs(difference).mean() < 6
+
+
 def test_lossless_ffv1_in_mkv(tmp_path):
     source, target = tmp_path / "in.mp4", tmp_path / "out.mkv"
     make_clip(source, audio_tracks=0)
