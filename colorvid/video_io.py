@@ -474,7 +474,6 @@ _CONTAINERS = {
 }
 
 OUTPUT_EXTENSIONS = tuple(_CONTAINERS)
-VIDEO_CODECS = ("libx264", "libvpx-vp9", "ffv1", "mjpeg", "mpeg2video")
 PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
@@ -588,10 +587,9 @@ def _choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> _Enc
         size = f"{info.width}x{info.height}"
         raise OutputError(f"{path}: libx264 cannot encode {pix_fmt} at the odd size {size}; use --pix-fmt yuv444p")
     if options.preset is not None and options.preset not in X264_PRESETS:
-        raise OutputError(f"{path}: unknown preset {options.preset!r}; use one of {', '.join(X264_PRESETS[:-1])}")
+        raise OutputError(f"{path}: unknown preset {options.preset!r}; use one of {', '.join(X264_PRESETS)}")
 
     rate = info.frame_rate or Fraction(25)
-    quality = {"flags": "+qscale", "global_quality": str(_QSCALE * _FF_QP2LAMBDA)}
     if codec == "libx264":
         opts = {"crf": str(18 if options.crf is None else options.crf), "preset": options.preset or "medium"}
     elif codec == "libvpx-vp9":
@@ -600,17 +598,14 @@ def _choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> _Enc
             "b": "0",  # constant quality: no bitrate target
             "row-mt": "1",
             "deadline": "good",
-            "cpu-used": _VP9_CPU_USED.get(options.preset or "fast", "4"),
+            "cpu-used": _VP9_CPU_USED[options.preset or "fast"],
         }
     elif codec == "ffv1":
         opts = {"level": "3", "slicecrc": "1"}
-    elif codec == "mjpeg":
-        opts = quality
-    elif codec == "mpeg2video":
-        opts = quality
-        rate = min(_MPEG2_RATES, key=lambda r: abs(r - rate))
-    else:
-        raise OutputError(f"{path}: unsupported codec {codec}; use one of {', '.join(VIDEO_CODECS)}")
+    else:  # mjpeg, mpeg2video: a fixed quantiser
+        opts = {"flags": "+qscale", "global_quality": str(_QSCALE * _FF_QP2LAMBDA)}
+        if codec == "mpeg2video":
+            rate = min(_MPEG2_RATES, key=lambda r: abs(r - rate))
     frame_indexed = container.frame_indexed or codec == "mpeg2video"
     time_base = 1 / rate if frame_indexed else info.time_base
     return _Encoding(codec, pix_fmt, rate, time_base, info.full_range or pix_fmt.startswith("yuvj"), opts)
@@ -804,15 +799,24 @@ class VideoWriter:
         return pts
 
     def _in_output_format(self, frame: av.VideoFrame) -> av.VideoFrame:
-        if frame.format.name == self.pix_fmt:
+        """Convert to the output pixel format, matrix and range.
+
+        A Y'CbCr frame's own tags say what it is in; where it has none, it is
+        taken to be in the output's matrix and range already. RGB frames
+        only need the output side.
+        """
+        name = frame.format.name
+        if name == self.pix_fmt:
             return frame
-        if frame.format.name.startswith(("rgb", "bgr", "gbr", "gray", "pal", "ya")):
-            src_colorspace, src_range = self.sws_colorspace, self.sws_color_range
-        else:
+        src_colorspace, src_range = self.sws_colorspace, self.sws_color_range
+        if name.startswith("yuv"):
             matrix = _MATRIX_OF_COLORSPACE.get(int(frame.colorspace))
-            src_colorspace = _SWS_COLORSPACE[matrix] if matrix else self.sws_colorspace
-            full = int(frame.color_range) == _RANGE_FULL or frame.format.name.startswith("yuvj")
-            src_range = ("JPEG" if full else "MPEG") if int(frame.color_range) or full else self.sws_color_range
+            if matrix:
+                src_colorspace = _SWS_COLORSPACE[matrix]
+            if name.startswith("yuvj") or int(frame.color_range) == _RANGE_FULL:
+                src_range = "JPEG"
+            elif int(frame.color_range) == _RANGE_LIMITED:
+                src_range = "MPEG"
         return frame.reformat(
             format=self.pix_fmt,
             src_colorspace=src_colorspace,
@@ -912,19 +916,18 @@ class _Passthrough:
         name = stream.codec_context.codec.canonical_name
         allowed = container.copy_audio if kind == "audio" else container.copy_subtitles
         copyable = name in allowed if allowed is not None else name in supported
-        out = None
+        out, route = None, "copy"
         if copyable:
             try:
                 out = self._output.add_stream_from_template(stream)
-                route = "copy"
-            except ValueError:
+            except ValueError:  # the muxer refuses it after all
                 out = None
-        if out is None and kind == "audio":
-            out = self._add_audio_encoder(stream, container.audio_codec)
-            route = "audio"
-        elif out is None:
-            out = self._add_subtitle_encoder(stream, container.subtitle_codec)
-            route = "subtitle"
+        if out is None:
+            route = kind  # transcode
+            if kind == "audio":
+                out = self._add_audio_encoder(stream, container.audio_codec)
+            else:
+                out = self._add_subtitle_encoder(stream, container.subtitle_codec)
         if out is None:
             return
         out.metadata.update(_kept_tags(stream.metadata))
@@ -1004,7 +1007,7 @@ class _Passthrough:
             elif item is not None and len(item):
                 self._mux_subtitle(item, out)
 
-    def _mux_subtitle(self, subtitle, out: av.stream.Stream) -> None:
+    def _mux_subtitle(self, subtitle: av.subtitles.subtitle.SubtitleSet, out: av.stream.Stream) -> None:
         # As ffmpeg does: move the display start into pts, encode, and time the packet.
         start = subtitle.pts * _MICROSECOND + subtitle.start_display_time * _MILLISECOND
         duration = (subtitle.end_display_time - subtitle.start_display_time) * _MILLISECOND
