@@ -191,6 +191,7 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
               help="SSIM on every N-th frame (SSIM is slow). Default: every frame up to 640x360, "
                    "every k-th frame above, k growing with the pixel count (9 at 1080p).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per clip and the mean) instead of a table.")
+@verbosity_options
 @click.pass_context
 def evaluate(ctx, references, colorized, model, device, batch_size, render_size, smooth, max_frames, ssim_every,
              as_json):
@@ -228,6 +229,41 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
     )
     result = run_evaluation(list(references), colorized, options, progress=_tqdm_progress(ctx.obj["quiet"]))
     click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False) if as_json else format_table(result))
+
+
+# --- preview -----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Image to write, e.g. sheet.png.")
+@click.option("--frames", "count", type=click.IntRange(1, 100), default=6, show_default=True,
+              help="How many frames, evenly spaced over the video.")
+@click.option("--truth", is_flag=True, help="Add a row with the input's own colors (for a color reference).")
+@click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Short side in pixels at which the network sees the frames.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@verbosity_options
+def preview(input_path, output, count, truth, model, device, render_size, overwrite):
+    """Write a contact sheet of a few frames: the gray input above the colorized frames.
+
+    The top row is the luma (all the model sees), the second row the
+    colorized frames, and with --truth a third row the input's own colors.
+    Only the frames shown are decoded. The sheet is at most 2000 pixels wide.
+
+    \b
+    colorvid preview film.mp4 -o sheet.png --frames 8
+    """
+    from colorvid.pipeline import ColorizeOptions
+    from colorvid.preview import PreviewOptions, make_preview
+
+    options = PreviewOptions(frames=count, truth=truth, overwrite=overwrite,
+                             colorize=ColorizeOptions(model=model, device=device, render_size=render_size))
+    sheet = make_preview(input_path, output, options)
+    times = ", ".join(f"{t:.2f}" for t in sheet.times)
+    log.info("%s: %dx%d, frames at %s s", sheet.path, sheet.width, sheet.height, times)
 
 
 # --- frames ------------------------------------------------------------------

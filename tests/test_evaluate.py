@@ -249,3 +249,61 @@ def test_evaluate_errors_are_one_line(monkeypatch, capsys, tmp_path, clip):
     make_clip(small, width=32, height=24, frames=2, audio_tracks=0)
     status, _, err = run_cli(monkeypatch, capsys, "evaluate", clip, "--colorized", small)
     assert status == 1 and "is 32x24, its reference" in err and len(err.strip().splitlines()) == 1
+
+
+# --- preview ---------------------------------------------------------------------------------
+
+
+def best_match(tile, width, height, candidates):
+    """The synthetic frame index whose picture is closest to ``tile``."""
+    errors = [np.abs(tile.astype(float) - synthetic_rgb(i, width, height)).mean() for i in candidates]
+    return candidates[int(np.argmin(errors))]
+
+
+def test_preview_sheet_has_the_rows_and_frames(monkeypatch, capsys, tmp_path, model_file):
+    source, sheet = tmp_path / "in.mp4", tmp_path / "sheet.png"
+    make_clip(source, frames=24, audio_tracks=1)  # 1 s at 24 fps
+    status, _, err = run_cli(monkeypatch, capsys, "preview", source, "-o", sheet, "--truth", "--model", model_file,
+                             "--render-size", RENDER)
+    assert status == 0, err
+    pixels = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+    gap = 4
+    assert pixels.shape == (3 * 48 + 4 * gap, 6 * 64 + 7 * gap, 3)
+    assert not list(tmp_path.glob(".*colorvid-tmp*"))
+
+    def tile(row, column):
+        top, left = gap + row * (48 + gap), gap + column * (64 + gap)
+        return pixels[top : top + 48, left : left + 64]
+
+    for column, expected in enumerate((2, 6, 10, 14, 18, 22)):  # the middles of six equal parts
+        gray, colorized, truth = tile(0, column), tile(1, column), tile(2, column)
+        assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+        assert np.abs(colorized[..., 0] - colorized[..., 1]).mean() > 1  # not gray
+        assert best_match(truth, 64, 48, list(range(24))) == expected
+        # the gray row is the truth's luma
+        luma = truth @ np.array([0.299, 0.587, 0.114])
+        assert np.abs(gray[..., 0] - luma).mean() < 3
+
+    status, _, err = run_cli(monkeypatch, capsys, "preview", source, "-o", sheet, "--model", model_file)
+    assert status == 1 and err.strip() == f"colorvid: error: {sheet}: already exists (use --overwrite)"
+
+
+def test_preview_scales_down_and_falls_back_to_reading_from_the_start(tmp_path, model_file, monkeypatch):
+    from colorvid import preview
+
+    source = tmp_path / "in.mkv"
+    make_clip(source, frames=12, audio_tracks=0)
+    options = preview.PreviewOptions(frames=4, max_width=100, overwrite=True,
+                                     colorize=ColorizeOptions(model=str(model_file), render_size=RENDER))
+    sheet = preview.make_preview(source, tmp_path / "a.png", options)
+    tile_w, tile_h = preview.tile_size(64, 48, 4, 100)
+    assert (tile_w, tile_h) == (20, 15)  # (100 - 5 gaps) / 4 columns, keeping 4:3
+    assert (sheet.width, sheet.height, sheet.rows) == (100, 2 * 15 + 3 * 4, 2)
+    assert Image.open(tmp_path / "a.png").size == (sheet.width, sheet.height)
+    sought = sheet.times
+
+    def cannot_seek(path, targets):
+        raise preview._CannotSeek("test")
+
+    monkeypatch.setattr(preview, "_seek_frames", cannot_seek)
+    assert preview.make_preview(source, tmp_path / "a.png", options).times == pytest.approx(sought)
