@@ -41,6 +41,7 @@ Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 """
 SUBTITLE_TEXTS = ("Hello", "World")
+FONT_BYTES = b"\x00\x01\x00\x00 not really a font"
 
 
 def frame_times(frames: int, fps: int = 24, vfr: bool = False) -> list[Fraction]:
@@ -89,6 +90,7 @@ def make_clip(
     codec: str | None = None,
     pix_fmt: str = "yuv420p",
     title: str | None = "colorvid test clip",
+    font_attachment: bool = False,
 ) -> list[Fraction]:
     """Write a clip and return the presentation time (seconds) of every frame in it.
 
@@ -101,6 +103,7 @@ def make_clip(
     tagged with ``LANGUAGES``. Subtitles (mov_text in .mp4/.mov, SubRip in
     .mkv, WebVTT in .webm) show ``SUBTITLE_TEXTS``, tagged "eng".
     ``rotation`` is the clockwise display rotation, stored as a display matrix.
+    ``font_attachment`` (Matroska only) attaches a small fake font file.
     CFR clips use the time base 1/fps; VFR ones 1/90000 with irregular steps.
     """
     path = os.fspath(path)
@@ -135,6 +138,8 @@ def make_clip(
             subtitle.codec_context.time_base = Fraction(1, 1000)
             subtitle.codec_context.subtitle_header = ASS_HEADER
             subtitle.metadata["language"] = "eng"
+        if font_attachment:
+            out.add_attachment("font.ttf", "application/x-truetype-font", FONT_BYTES)
 
         for index, t in enumerate(times):
             frame = av.VideoFrame.from_ndarray(synthetic_rgb(index, width, height, color), format="rgb24")

@@ -276,6 +276,18 @@ def test_lossless_ffv1_in_mkv(tmp_path):
             assert np.array_equal(fa.to_ndarray(), fb.to_ndarray())
 
 
+def test_mkv_attachments_are_copied_and_dropped_with_a_warning_elsewhere(tmp_path, caplog):
+    source = tmp_path / "in.mkv"
+    make_clip(source, audio_tracks=0, font_attachment=True)
+    transcode(source, tmp_path / "out.mkv")
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        (attachment,) = container.streams.attachments
+        assert attachment.metadata["filename"] == "font.ttf"
+    with caplog.at_level(logging.WARNING):
+        transcode(source, tmp_path / "out.mp4")
+    assert any("attachment stream #1 dropped" in r.getMessage() for r in caplog.records)
+
+
 def test_video_without_audio(tmp_path):
     source, target = tmp_path / "in.mp4", tmp_path / "out.mp4"
     make_clip(source, audio_tracks=0)
