@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from colorvid.color import lab_to_rgb, rgb_to_chroma, rgb_to_lab, srgb_to_linear
 from colorvid.model import Colorizer, inference_size
-from colorvid.smoothing import TemporalSmoother
+from colorvid.smoothing import MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
 
@@ -120,9 +120,12 @@ class FrameColorizer:
         render_size: int = 256,
         smooth: float = 0.0,
         half: bool = False,
+        temporal: str | None = None,
     ):
         """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the
-        video's Y'CbCr; frames are converted to the work format keeping both."""
+        video's Y'CbCr; frames are converted to the work format keeping both.
+        ``temporal`` ("none", "blend", "flow"; None = "blend") picks the smoother,
+        ``smooth`` its strength (0 = off whatever the mode)."""
         self.model = model
         self.device = device
         self.matrix = matrix
@@ -134,7 +137,10 @@ class FrameColorizer:
         )
         self.render_size = render_size
         self.dtype = torch.float16 if half else torch.float32
-        self.smoother = TemporalSmoother(smooth)
+        if temporal == "flow":
+            self.smoother: TemporalSmoother | MotionSmoother = MotionSmoother(smooth)
+        else:
+            self.smoother = TemporalSmoother(0.0 if temporal == "none" else smooth)
         self.cuts = 0
 
     @torch.inference_mode()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from colorvid.colorizer import WORK_FORMATS, FrameColorizer, _Plane, guided_upsample
 from colorvid.model import Colorizer, ModelConfig, fuse_conv_bn
-from colorvid.smoothing import TemporalSmoother, detect_cuts
+from colorvid.smoothing import DEFAULT_STRENGTH, MotionSmoother, TemporalSmoother, detect_cuts, temporal_settings
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,85 @@ def test_smoothing_across_batches_equals_one_batch():
     smoother = TemporalSmoother(0.7)
     parts = [smoother(ab[i : i + 2], lightness[i : i + 2])[0] for i in range(0, 6, 2)]
     assert torch.allclose(torch.cat(parts), whole)
+
+
+def _moving_square(frames: int = 10, step: int = 3, side: int = 12):
+    """L and predicted ab of a bright textured square moving right over a textured background.
+
+    The predicted ab is red on the square, flickering by +-10 from frame to frame, and neutral elsewhere.
+    Returns (lightness, ab, left edge of the square in each frame).
+    """
+    h, w = 48, 80
+    ys = torch.arange(h).view(h, 1).float()
+    xs = torch.arange(w).view(1, w).float()
+    background = 40 + 6 * torch.sin(xs / 3.0) * torch.cos(ys / 4.0) + 4 * torch.sin((xs + 2 * ys) / 5.0)
+    lightness = background.expand(frames, 1, h, w).clone()
+    ab = torch.zeros(frames, 2, h, w)
+    lefts = [10 + step * i for i in range(frames)]
+    for i, x0 in enumerate(lefts):
+        lightness[i, 0, 18 : 18 + side, x0 : x0 + side] = 80 + 5 * torch.sin(xs[:, x0 : x0 + side] - x0)
+        ab[i, 0, 18 : 18 + side, x0 : x0 + side] = 60.0 + (10.0 if i % 2 else -10.0)
+        ab[i, 1, 18 : 18 + side, x0 : x0 + side] = 40.0
+    return lightness, ab, lefts
+
+
+def test_flow_smoothing_keeps_color_on_a_moving_square_without_a_trail():
+    lightness, ab, lefts = _moving_square()
+    blended, _ = TemporalSmoother(0.5)(ab, lightness)
+    moved, _ = MotionSmoother(0.5)(ab, lightness)
+    last, side, step = len(lefts) - 1, 12, 3
+    # background uncovered by the last move: the plain blend leaves a reddish trail, flow does not
+    trail = (slice(18, 18 + side), slice(lefts[last - 1], lefts[last]))
+    assert blended[last, 0][trail].mean() > 20
+    assert moved[last, 0][trail].abs().mean() < 3
+    # on the square: flow keeps its color (true mean a = 60) and damps the +-10 flicker
+    a_on_square = torch.stack([moved[i, 0, 20:28, x0 + 2 : x0 + side - 2].mean() for i, x0 in enumerate(lefts)])
+    assert (a_on_square[2:] - 60).abs().max() < 6
+    assert (a_on_square[3:] - a_on_square[2:-1]).abs().max() < 10  # unsmoothed, it jumps by 20
+    assert moved[3:, 1, 20:28].amax() < 41  # b on the square is 40: no overshoot
+
+
+def test_flow_smoothing_resets_at_cuts_and_across_batches():
+    lightness, ab, _ = _moving_square(frames=8)
+    lightness[5:] = 100 - lightness[5:]  # a cut before frame 5
+    ab[5:] = torch.tensor([-30.0, 10.0]).view(1, 2, 1, 1)
+    whole, cuts = MotionSmoother(0.7)(ab, lightness)
+    assert cuts.tolist() == [True, False, False, False, False, True, False, False]
+    assert torch.equal(whole[5], ab[5])  # the new shot starts from its own prediction
+    smoother = MotionSmoother(0.7)
+    parts = [smoother(ab[i : i + 3], lightness[i : i + 3])[0] for i in range(0, 8, 3)]
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-4)
+
+
+def test_flow_smoothing_with_strength_zero_is_off():
+    lightness, ab, _ = _moving_square(frames=4)
+    out, _ = MotionSmoother(0.0)(ab, lightness)
+    assert torch.equal(out, ab)
+
+
+@pytest.mark.parametrize("temporal,smooth,expected", [
+    (None, None, ("none", 0.0)),
+    (None, 0.3, ("blend", 0.3)),
+    (None, 0.0, ("none", 0.0)),
+    ("flow", None, ("flow", DEFAULT_STRENGTH)),
+    ("blend", 0.8, ("blend", 0.8)),
+    ("none", None, ("none", 0.0)),
+])
+def test_temporal_settings(temporal, smooth, expected):
+    assert temporal_settings(temporal, smooth) == expected
+
+
+@pytest.mark.parametrize("temporal,smooth", [("none", 0.5), ("flow", 0.0), ("wobble", None)])
+def test_temporal_settings_that_contradict_are_refused(temporal, smooth):
+    with pytest.raises(ValueError):
+        temporal_settings(temporal, smooth)
+
+
+@pytest.mark.parametrize("temporal,kind", [(None, TemporalSmoother), ("blend", TemporalSmoother),
+                                           ("flow", MotionSmoother)])
+def test_colorizer_builds_the_chosen_smoother(random_model, temporal, kind):
+    colorizer = FrameColorizer(random_model, torch.device("cpu"), "bt601", render_size=64, smooth=0.5,
+                               temporal=temporal)
+    assert type(colorizer.smoother) is kind and colorizer.smoother.strength == 0.5
+    out = colorizer.colorize_frames(_frames(64, 48, 3, np.random.default_rng(2)), "yuv420p")
+    assert len(out) == 3
