@@ -85,8 +85,13 @@ def _tqdm_progress(quiet: bool):
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Short side in pixels at which the network sees the frames.")
-@click.option("--smooth", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Temporal smoothing: how much of the previous frame's color to keep (resets at cuts).")
+@click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
+              help="Steadier colors over time: 'blend' mixes in the previous frame's colors; 'flow' moves them "
+                   "along the motion first and mixes only where they fit (no trails behind moving things). "
+                   "Resets at scene cuts. Default: blend if --smooth is above 0, else none.")
+@click.option("--smooth", type=click.FloatRange(0, 1), default=None,
+              help="How much of the previous frame's color to keep, 0..1 (default 0.5 with --temporal blend or "
+                   "flow; 0 = none).")
 @click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
@@ -97,8 +102,8 @@ def _tqdm_progress(quiet: bool):
 @click.option("--suffix", default=None, help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
 @verbosity_options
 @click.pass_context
-def colorize(ctx, inputs, output, model, device, batch_size, render_size, smooth, codec, crf, preset, pix_fmt, half,
-             overwrite, skip_existing, suffix):
+def colorize(ctx, inputs, output, model, device, batch_size, render_size, temporal, smooth, codec, crf, preset, pix_fmt,
+             half, overwrite, skip_existing, suffix):
     """Colorize videos (or still images).
 
     \b
@@ -106,14 +111,19 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, smooth
     colorvid colorize films/ -o colorized/ --skip-existing
     """
     from colorvid import pipeline
+    from colorvid.smoothing import temporal_settings
 
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing exclude each other")
+    try:
+        temporal, smooth = temporal_settings(temporal, smooth)
+    except ValueError as exc:
+        raise click.UsageError(f"--temporal and --smooth: {exc}") from None
     if suffix is not None and not suffix.startswith("."):
         suffix = "." + suffix
     options = pipeline.ColorizeOptions(
-        model=model, device=device, batch_size=batch_size, render_size=render_size, smooth=smooth, half=half,
-        codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite, skip_existing=skip_existing,
+        model=model, device=device, batch_size=batch_size, render_size=render_size, smooth=smooth, temporal=temporal,
+        half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite, skip_existing=skip_existing,
         suffix=suffix,
     )
     jobs = pipeline.plan_jobs(list(inputs), output, options)

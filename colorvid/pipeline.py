@@ -40,7 +40,8 @@ class ColorizeOptions:
     device: str = "auto"
     batch_size: int = 8
     render_size: int = 256
-    smooth: float = 0.0
+    smooth: float = 0.0  # temporal smoothing strength, 0..1; 0 = off
+    temporal: str | None = None  # "none", "blend" or "flow"; None = "blend" (with smooth > 0)
     half: bool | None = None  # None: half precision on CUDA only
     codec: str | None = None
     crf: int | None = None
@@ -223,7 +224,8 @@ class Pipeline:
         check_output(target, opts.overwrite, source, opts.codec, opts.pix_fmt)
         info = probe(source)
         colorizer = FrameColorizer(
-            self.model, self.device, info.matrix, info.full_range, opts.render_size, opts.smooth, self.half
+            self.model, self.device, info.matrix, info.full_range, opts.render_size, opts.smooth, self.half,
+            temporal=opts.temporal,
         )
         encode = EncodeOptions(codec=opts.codec, crf=opts.crf, preset=opts.preset, pix_fmt=opts.pix_fmt,
                                overwrite=opts.overwrite)

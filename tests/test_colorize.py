@@ -205,6 +205,36 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert status == 2
 
 
+@pytest.mark.parametrize("extra", [["--temporal", "wobble"], ["--temporal", "none", "--smooth", "0.5"],
+                                   ["--temporal", "flow", "--smooth", "0"]])
+def test_contradicting_temporal_options_exit_2(tmp_path, capsys, extra):
+    status, err = run(["colorize", "x.mp4", "-o", str(tmp_path / "y.mp4"), *extra], capsys)
+    assert status == 2 and "--temporal" in err
+
+
+def test_flow_smoothing_keeps_luma_and_timestamps(tmp_path, tinted_model, capsys, monkeypatch):
+    from colorvid.smoothing import MotionSmoother
+
+    calls = []
+    original = MotionSmoother.__call__
+
+    def spy(self, ab, lightness):
+        calls.append((self.strength, len(ab)))
+        return original(self, ab, lightness)
+
+    monkeypatch.setattr(MotionSmoother, "__call__", spy)
+    source = tmp_path / "film.mkv"
+    pts = make_clip(source, width=96, height=64, frames=12, vfr=True, color=False, audio_tracks=0)
+    out = tmp_path / "film-color.mkv"
+    args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--temporal", "flow", "--batch-size", "5"]
+    status, err = run(args, capsys)
+    assert status == 0, err
+    assert calls == [(0.5, 5), (0.5, 5), (0.5, 2)]  # the default strength, every batch
+    assert mean_chroma_offset(out) > 10.0
+    assert y_psnr(source, out) >= 45.0
+    assert read_video_pts(out) == pts
+
+
 def test_interrupt_leaves_no_partial_output(tmp_path, tinted_model, capsys, monkeypatch):
     from colorvid.colorizer import FrameColorizer
 
