@@ -63,24 +63,26 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
-def guided_upsample(ab_low: torch.Tensor, guide_low: torch.Tensor, guide_high: torch.Tensor) -> torch.Tensor:
-    """Fast guided filter (He et al.): fit ab = a * L + b locally at low resolution,
-    upsample a and b smoothly, and apply them to the high-resolution L.
+def guided_upsample(
+    target_low: torch.Tensor, guide_low: torch.Tensor, guide_high: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """Fast guided filter (He et al.): fit target = a * guide + b in small windows at
+    low resolution, upsample a and b smoothly, and apply them to the full-size guide.
 
-    ab_low (B, 2, h, w); guide_low (B, 1, h, w) and guide_high (B, 1, H, W) are L/100.
+    target_low (B, C, h, w); guide_low (B, 1, h, w) and guide_high (B, 1, H, W).
+    ``scale`` brings the guide to about 0..1, the range GUIDE_EPS is meant for.
     """
+    guide_low = guide_low * scale
     mean_i = box_filter(guide_low, GUIDE_RADIUS)
-    mean_p = box_filter(ab_low, GUIDE_RADIUS)
-    cov_ip = box_filter(guide_low * ab_low, GUIDE_RADIUS) - mean_i * mean_p
+    mean_p = box_filter(target_low, GUIDE_RADIUS)
+    cov_ip = box_filter(guide_low * target_low, GUIDE_RADIUS) - mean_i * mean_p
     var_i = box_filter(guide_low * guide_low, GUIDE_RADIUS) - mean_i * mean_i
     a = cov_ip / (var_i + GUIDE_EPS)
     b = mean_p - a * mean_i
-    a = box_filter(a, GUIDE_RADIUS)
-    b = box_filter(b, GUIDE_RADIUS)
-    size = guide_high.shape[-2:]
-    a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-    return a * guide_high + b
+    channels = target_low.shape[1]
+    coefficients = box_filter(torch.cat((a * scale, b), dim=1), GUIDE_RADIUS)
+    coefficients = F.interpolate(coefficients, size=guide_high.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.addcmul(coefficients[:, channels:], coefficients[:, :channels], guide_high)
 
 
 def luma_to_lightness(y: torch.Tensor, bit_depth: int, full_range: bool) -> torch.Tensor:
@@ -163,30 +165,34 @@ class FrameColorizer:
                 out.time_base = frame.time_base
             out_frames.append(out)
             lumas.append(_Plane.of(out.planes[0], dtype).array)
-        y = torch.from_numpy(np.stack(lumas)).to(self.device, non_blocking=True).unsqueeze(1).float()
-        height, width = y.shape[-2:]
+        y_codes = torch.from_numpy(np.stack(lumas)).to(self.device, non_blocking=True).unsqueeze(1)
+        height, width = y_codes.shape[-2:]
         chroma_h = -(-height // (1 << shift_h))
         chroma_w = -(-width // (1 << shift_w))
+        # Y over each chroma sample's footprint: the guide at the chroma planes' size.
+        # The network's input is made from it too (an antialiased resize), which is
+        # cheaper than from full-size Y and loses nothing at the inference size.
+        y_chroma = _downsample(y_codes, shift_h, shift_w)
 
-        # network input: L at the inference size (antialiased resize of Y first: cheaper)
         in_h, in_w = inference_size(height, width, self.render_size)
-        y_small = F.interpolate(y, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
+        y_small = F.interpolate(y_chroma, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
         l_small = luma_to_lightness(y_small, bit_depth, full_range)
         model_in = l_small.to(self.dtype).contiguous(memory_format=torch.channels_last)
         ab_low = self.model(model_in).float()
 
-        # L at the model output's and the chroma planes' resolution
+        # Colors are turned into Cb/Cr at the model's small size, then brought up to the
+        # chroma planes' size by a guided filter on luma: at full size only a
+        # multiply-add per sample remains, whatever the frame size.
         l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
         ab_low, cuts = self.smoother(ab_low, l_low)
         self.cuts += int(cuts[1:].sum()) if len(cuts) > 1 else 0
-        y_chroma = y if (shift_w, shift_h) == (0, 0) else _downsample(y, shift_h, shift_w)
-        l_chroma = luma_to_lightness(y_chroma, bit_depth, full_range)
-        ab = guided_upsample(ab_low, l_low / 100.0, l_chroma / 100.0)
-
-        rgb = lab_to_rgb(torch.cat((l_chroma, ab), dim=1))
-        chroma = rgb_to_chroma(rgb, self.matrix, full_range, bit_depth)
+        chroma_low = rgb_to_chroma(lab_to_rgb(torch.cat((l_low, ab_low), dim=1)), self.matrix, full_range, bit_depth)
+        y_low = F.interpolate(y_small, size=ab_low.shape[-2:], mode="area")
+        chroma = guided_upsample(chroma_low, y_low, y_chroma, scale=1.0 / (1 << bit_depth))
         peak = (1 << bit_depth) - 1
-        chroma = chroma.round_().clamp_(0, peak).to(torch.int32).cpu().numpy().astype(dtype)
+        # int16 holds every 8- and 10-bit code value; the uint views below reinterpret it
+        chroma = chroma.round_().clamp_(0, peak).to(torch.uint8 if bit_depth == 8 else torch.int16).cpu().numpy()
+        chroma = chroma.view(dtype)
         assert chroma.shape[-2:] == (chroma_h, chroma_w), (chroma.shape, chroma_h, chroma_w)
         for i, out in enumerate(out_frames):
             _Plane.of(out.planes[1], dtype).array[...] = chroma[i, 0]
@@ -204,13 +210,25 @@ def _copy_frame(frame: av.VideoFrame, dtype: np.dtype) -> av.VideoFrame:
 
 
 def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
-    """Average Y over each chroma sample's footprint (odd sizes: last row/column repeated)."""
+    """Integer code values (B, 1, H, W) -> float mean over each chroma sample's footprint.
+
+    Odd sizes repeat the last row/column, as the chroma planes cover them.
+    """
+    if (shift_h, shift_w) == (0, 0):
+        return y.float()
     kh, kw = 1 << shift_h, 1 << shift_w
-    pad_h = (-y.shape[-2]) % kh
-    pad_w = (-y.shape[-1]) % kw
-    if pad_h or pad_w:
-        y = F.pad(y, (0, pad_w, 0, pad_h), mode="replicate")
-    return F.avg_pool2d(y, (kh, kw))
+    pad_h, pad_w = (-y.shape[-2]) % kh, (-y.shape[-1]) % kw
+    y = y.to(torch.int16)  # four 10-bit values still fit
+    if pad_h:
+        y = torch.cat((y, y[..., -1:, :]), dim=-2)
+    if pad_w:
+        y = torch.cat((y, y[..., :, -1:]), dim=-1)
+    total = y[..., 0::kh, 0::kw].clone()
+    for dy in range(kh):
+        for dx in range(kw):
+            if dy or dx:
+                total += y[..., dy::kh, dx::kw]
+    return total.float().mul_(1.0 / (kh * kw))
 
 
 @torch.inference_mode()
