@@ -46,7 +46,7 @@ def frame_file_name(index: int, image_format: str) -> str:
 
 
 class _ImageEncoder:
-    """Encodes RGB video frames to image files with one reusable PyAV encoder.
+    """Encodes decoded video frames to image files with one reusable PyAV encoder.
 
     A threaded encoder may return a packet a few frames later, so the file
     names wait in a queue and are paired with packets in order.
