@@ -1,0 +1,125 @@
+"""End-to-end colorize throughput against a plain decode + encode of the same file.
+
+    python benchmarks/throughput.py                       # 10 s synthetic clips at 480p, 720p, 1080p
+    python benchmarks/throughput.py --seconds 2 --resolutions 480p
+    python benchmarks/throughput.py --input film.mp4 --input other.mkv
+
+For each clip, in one run: the frames/s of a decode + encode with the same
+encoder settings as the colorize run (libx264 preset medium, CRF 18, yuv420p,
+audio carried over; decoding in its own thread, as the pipeline does) is the
+ceiling no colorizer can beat; then the frames/s of ``Pipeline.run_one``.
+Their ratio is what is compared with the targets: the machine's speed
+cancels out of it, which matters on a noisy machine. ``--repeat N`` keeps the
+best of N runs of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import threading
+import time
+from pathlib import Path
+
+import _common
+
+from colorvid.pipeline import ColorizeOptions, Job, Pipeline
+from colorvid.video_io import EncodeOptions, VideoReader, VideoWriter, probe
+
+TARGETS = {"480p": 0.5, "1080p": 0.75}  # colorize fps / decode+encode fps
+ENCODE = dict(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p")
+
+
+def decode_encode(source: Path, target: Path) -> tuple[int, float]:
+    """(frames, seconds) of decoding ``source`` and encoding it again, decoding in a thread."""
+    start = time.perf_counter()
+    info = probe(source)
+    frames: queue.Queue = queue.Queue(maxsize=16)
+    failure: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            with VideoReader(source) as reader:
+                for frame in reader:
+                    frames.put(frame)
+        except BaseException as exc:  # re-raised below
+            failure.append(exc)
+        finally:
+            frames.put(None)
+
+    thread = threading.Thread(target=decode, daemon=True)
+    thread.start()
+    count = 0
+    with VideoWriter(target, info, EncodeOptions(overwrite=True, **ENCODE), passthrough_source=source) as writer:
+        while (frame := frames.get()) is not None:
+            writer.write(frame)
+            count += 1
+    thread.join()
+    if failure:
+        raise failure[0]
+    return count, time.perf_counter() - start
+
+
+def colorize(pipeline: Pipeline, source: Path, target: Path) -> tuple[int, float]:
+    start = time.perf_counter()
+    result = pipeline.run_one(Job(source, target))
+    if result.status != "ok":
+        raise SystemExit(f"colorize failed: {result.error}")
+    return result.frames, time.perf_counter() - start
+
+
+def best_of(repeat: int, run) -> tuple[int, float]:
+    runs = [run() for _ in range(repeat)]
+    return min(runs, key=lambda r: r[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model name or file (default: the registry default)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--render-size", type=int, default=256)
+    parser.add_argument("--input", action="append", default=[], help="measure this file (repeatable)")
+    parser.add_argument("--resolutions", default="480p,720p,1080p", help=f"synthetic clips: {', '.join(_common.RESOLUTIONS)}")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic clips")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--workdir", help="keep the clips and outputs here (default: a temporary folder)")
+    args = parser.parse_args()
+
+    workdir, _keep = _common.work_folder(args.workdir)
+    model = _common.resolve_model(args.model, workdir)
+    clips = []
+    for name in filter(None, args.resolutions.split(",") if not args.input else []):
+        width, height = _common.RESOLUTIONS[name]
+        path = workdir / f"synthetic-{name}-{args.seconds:g}s.mp4"
+        print(f"synthesizing {path.name} ...", flush=True)
+        _common.synthesize_clip(path, width, height, args.seconds)
+        clips.append((name, path))
+    clips += [(Path(p).name, Path(p)) for p in args.input]
+
+    options = ColorizeOptions(model=model, device=args.device, batch_size=args.batch_size,
+                              render_size=args.render_size, overwrite=True, **ENCODE)
+    pipeline = Pipeline(options)
+    print(f"device: {pipeline.device}, batch {args.batch_size}, render size {args.render_size}, "
+          f"encoder libx264 medium crf 18 yuv420p, best of {args.repeat}")
+
+    rows = [("CLIP", "SIZE", "FRAMES", "DECODE+ENCODE FPS", "COLORIZE FPS", "RATIO", "TARGET")]
+    for name, path in clips:
+        info = probe(path)
+        frames, plain = best_of(args.repeat, lambda: decode_encode(path, workdir / f"plain-{path.stem}.mp4"))
+        colored, seconds = best_of(args.repeat, lambda: colorize(pipeline, path, workdir / f"color-{path.stem}.mp4"))
+        ratio = (colored / seconds) / (frames / plain)
+        target = TARGETS.get(name)
+        verdict = "" if target is None else (f">= {target}x {'ok' if ratio >= target else 'MISSED'}")
+        rows.append((name, f"{info.width}x{info.height}", str(frames), f"{frames / plain:.1f}",
+                     f"{colored / seconds:.2f}", f"{ratio:.3f}x", verdict))
+        print(f"  {name}: decode+encode {frames} frames in {plain:.1f} s, colorize {colored} in {seconds:.1f} s",
+              flush=True)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
