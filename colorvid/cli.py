@@ -194,8 +194,9 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Short side in pixels at which the network sees the frames.")
-@click.option("--smooth", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Temporal smoothing, as in 'colorize'.")
+@click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
+              help="Temporal smoothing mode, as in 'colorize'.")
+@click.option("--smooth", type=click.FloatRange(0, 1), default=None, help="Temporal smoothing strength, as in 'colorize'.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Score at most N frames of each clip.")
 @click.option("--ssim-every", type=click.IntRange(min=1), default=None,
               help="SSIM on every N-th frame (SSIM is slow). Default: every frame up to 640x360, "
@@ -203,8 +204,8 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per clip and the mean) instead of a table.")
 @verbosity_options
 @click.pass_context
-def evaluate(ctx, references, colorized, model, device, batch_size, render_size, smooth, max_frames, ssim_every,
-             as_json):
+def evaluate(ctx, references, colorized, model, device, batch_size, render_size, temporal, smooth, max_frames,
+             ssim_every, as_json):
     """Score colorization against the color originals, beside a gray baseline.
 
     A REFERENCE is a color video, a folder of frames (images in name order),
@@ -231,10 +232,16 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
 
     from colorvid.evaluate import EvaluateOptions, evaluate as run_evaluation, format_table
     from colorvid.pipeline import ColorizeOptions
+    from colorvid.smoothing import temporal_settings
+
+    try:
+        temporal, smooth = temporal_settings(temporal, smooth)
+    except ValueError as exc:
+        raise click.UsageError(f"--temporal and --smooth: {exc}") from None
 
     options = EvaluateOptions(
         colorize=ColorizeOptions(model=model, device=device, batch_size=batch_size, render_size=render_size,
-                                 smooth=smooth),
+                                 smooth=smooth, temporal=temporal),
         max_frames=max_frames, ssim_every=ssim_every,
     )
     result = run_evaluation(list(references), colorized, options, progress=_tqdm_progress(ctx.obj["quiet"]))

@@ -379,7 +379,7 @@ def evaluate(
         pipeline = Pipeline(options.colorize)
         opts = options.colorize
         settings.update(model=opts.model, device=str(pipeline.device), render_size=opts.render_size,
-                        smooth=opts.smooth, batch_size=opts.batch_size)
+                        smooth=opts.smooth, temporal=opts.temporal, batch_size=opts.batch_size)
     results = []
     for index, clip in enumerate(clips):
         if outputs is None:
@@ -395,7 +395,7 @@ def _colorize_and_score(clip: Clip, pipeline, options: EvaluateOptions, progress
     opts = options.colorize
     with open_clip(clip) as (fmt, frames):
         colorizer = FrameColorizer(pipeline.model, pipeline.device, fmt.matrix, fmt.full_range, opts.render_size,
-                                   opts.smooth, pipeline.half)
+                                   opts.smooth, pipeline.half, temporal=opts.temporal)
         meter = ClipMeter(fmt.matrix, options.ssim_every or ssim_stride(fmt.width, fmt.height))
         bar = progress(clip.path.name, _limit(fmt.frame_count, options.max_frames))
         try:

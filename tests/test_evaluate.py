@@ -200,6 +200,15 @@ def test_evaluate_command_json(monkeypatch, capsys, clip, model_file):
     assert report["settings"]["render_size"] == RENDER
 
 
+def test_evaluate_with_flow_smoothing(monkeypatch, capsys, clip, model_file):
+    status, out, err = run_cli(monkeypatch, capsys, "-q", "evaluate", clip, "--model", model_file,
+                               "--render-size", RENDER, "--batch-size", 4, "--temporal", "flow", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert (report["settings"]["temporal"], report["settings"]["smooth"]) == ("flow", 0.5)
+    assert report["clips"][0]["frames"] == 6 and report["clips"][0]["output"]["luma_psnr"] >= 40
+
+
 def test_evaluate_table_and_frame_folders(monkeypatch, capsys, tmp_path, clip, model_file):
     refs = tmp_path / "refs"
     write_frames(refs / "shot", 3)
