@@ -208,13 +208,13 @@ class _Format:
     frame_count: int | None
 
     def to_rgb(self, frame) -> torch.Tensor:
-        """A decoded or colorized frame -> RGB (3, H, W) float in [0, 1]."""
+        """A decoded or colorized frame -> RGB (3, H, W) uint8."""
         rgb = frame.reformat(
             format="rgb24",
             src_colorspace={"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}[self.matrix],
             src_color_range="JPEG" if self.full_range else "MPEG",
         ).to_ndarray()
-        return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 @contextmanager
@@ -308,20 +308,22 @@ class ClipMeter:
         self._cdc = {"output": metrics.CDC(), "gray": metrics.CDC(), "truth": metrics.CDC()}
 
     def add(self, output: torch.Tensor, truth: torch.Tensor) -> None:
-        """One frame: the colorized RGB and the reference RGB, (3, H, W) in [0, 1]."""
+        """One frame: the colorized and the reference RGB, (3, H, W) uint8 (or float in [0, 1])."""
         if output.shape != truth.shape:
             raise ValueError(f"output frame is {tuple(output.shape)}, the reference's is {tuple(truth.shape)}")
-        gray = metrics.gray_rgb(truth, self.matrix)
+        out, ref = _unit(output), _unit(truth)
+        y = metrics.luma(ref, self.matrix)
+        gray = y.expand_as(ref)
         means = self._means
-        means["psnr"].add(_capped_psnr(output, truth))
-        means["gray_psnr"].add(_capped_psnr(gray, truth))
-        means["luma_psnr"].add(_capped_psnr(metrics.luma(output, self.matrix), gray[:1]))
-        means["colorfulness"].add(metrics.colorfulness(output))
+        means["psnr"].add(_capped_psnr(out, ref))
+        means["gray_psnr"].add(_capped_psnr(gray, ref))
+        means["luma_psnr"].add(_capped_psnr(metrics.luma(out, self.matrix), y))
+        means["colorfulness"].add(metrics.colorfulness(out))
         means["gray_colorfulness"].add(metrics.colorfulness(gray))
-        means["truth_colorfulness"].add(metrics.colorfulness(truth))
+        means["truth_colorfulness"].add(metrics.colorfulness(ref))
         if self.frames % self.ssim_every == 0:
-            means["ssim"].add(metrics.ssim(output, truth))
-            means["gray_ssim"].add(metrics.ssim(gray, truth))
+            means["ssim"].add(metrics.ssim(out, ref))
+            means["gray_ssim"].add(metrics.ssim(gray, ref))
             self.ssim_frames += 1
         self._cdc["output"].add(metrics.channel_histograms(output))
         self._cdc["gray"].add(metrics.channel_histograms(gray))
@@ -342,6 +344,12 @@ class ClipMeter:
                             colorfulness_ratio=_ratio(truth_colorfulness, truth_colorfulness),
                             cdc=self._cdc["truth"].value()),
         }
+
+
+def _unit(rgb: torch.Tensor) -> torch.Tensor:
+    """Float32 in [0, 1], planar in memory (per-plane arithmetic is much faster than on interleaved RGB)."""
+    planar = rgb.to(torch.float32, memory_format=torch.contiguous_format)
+    return planar.div_(255.0) if rgb.dtype == torch.uint8 else planar
 
 
 def _capped_psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -7,23 +7,34 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB over all elements (inf when identical)."""
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    """Peak signal-to-noise ratio in dB over all elements (inf when identical).
+
+    Differences are taken in float32 (or the inputs' wider type) and their squares summed in float64.
+    """
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    diff = a.to(dtype) - b.to(dtype)
+    mse = torch.mean(diff * diff, dtype=torch.float64).item()
     return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 def colorfulness(rgb: torch.Tensor) -> float:
-    """Hasler & Suesstrunk 2003 on 0..255 values: sqrt(var rg + var yb) + 0.3 sqrt(mean rg^2 + mean yb^2)."""
-    r, g, b = (rgb.double() * 255).unbind(-3)
-    rg = r - g
-    yb = (r + g) / 2 - b
-    std = torch.sqrt(rg.var(unbiased=False) + yb.var(unbiased=False))
-    mean = torch.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
-    return float(std + 0.3 * mean)
+    """Hasler & Suesstrunk 2003 on 0..255 values: sqrt(var rg + var yb) + 0.3 sqrt(mean rg^2 + mean yb^2).
+
+    rg = R - G and yb = (R + G) / 2 - B, signed (no absolute values); the
+    statistics are over all pixels (of the whole batch, if one is given).
+    """
+    rgb = rgb.to(torch.promote_types(rgb.dtype, torch.float32))
+    r, g, b = rgb.unbind(-3)
+    var_rg, mean_rg = torch.var_mean((r - g) * 255, correction=0)
+    var_yb, mean_yb = torch.var_mean(((r + g) * 0.5 - b) * 255, correction=0)
+    std = math.sqrt(var_rg.item() + var_yb.item())
+    mean = math.hypot(mean_rg.item(), mean_yb.item())
+    return std + 0.3 * mean
 
 
 # --- luma ------------------------------------------------------------------------------
@@ -65,11 +76,15 @@ HISTOGRAM_BINS = 256
 
 
 def channel_histograms(rgb: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) in [0, 1] -> (3, 256) float64 histograms of the 8-bit values, each summing to 1."""
-    values = (rgb.detach().reshape(3, -1).float() * 255).round_().clamp_(0, 255).long()
-    values += torch.arange(3, device=values.device).unsqueeze(1) * HISTOGRAM_BINS
-    counts = torch.bincount(values.flatten(), minlength=3 * HISTOGRAM_BINS).reshape(3, HISTOGRAM_BINS)
-    return (counts.double() / values.shape[1]).cpu()
+    """(3, H, W) -> (3, 256) float64 histograms of the 8-bit values, each summing to 1.
+
+    Takes floats in [0, 1] (rounded to 8 bits) or uint8 values, counted as they are.
+    """
+    if rgb.dtype != torch.uint8:
+        rgb = (rgb.detach().float() * 255).round_().clamp_(0, 255).to(torch.uint8)
+    planes = rgb.reshape(3, -1).cpu().numpy()
+    counts = np.stack([np.bincount(plane, minlength=HISTOGRAM_BINS) for plane in planes])
+    return torch.from_numpy(counts / planes.shape[1])
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,18 @@ def test_channel_histograms_count_8bit_values():
     assert hist[0, 0] == 1.0  # red: both pixels 0
     assert hist[1, 0] == 0.5 and hist[1, 255] == 0.5
     assert hist[2, 128] == 1.0  # 0.5 * 255 = 127.5 rounds to 128
+    as_bytes = (rgb * 255).round().to(torch.uint8)  # 8-bit pictures are counted as they are
+    assert torch.equal(metrics.channel_histograms(as_bytes), hist)
+
+
+def test_psnr_by_hand():
+    a = torch.zeros(3, 4, 4)
+    b = a.clone()
+    b[0, 0, 0] = 0.5  # mse = 0.25 / 48
+    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(48 / 0.25))
+    assert metrics.psnr((a * 255).to(torch.uint8), (b * 255).round().to(torch.uint8), peak=255) == pytest.approx(
+        10 * math.log10(255**2 * 48 / 128**2))
+    assert metrics.psnr(a, a) == math.inf
 
 
 def test_cdc_of_identical_frames_is_zero():
@@ -126,7 +138,7 @@ def test_ssim_of_identical_images_is_one():
 def test_clip_meter_on_a_perfect_output():
     meter = ClipMeter("bt601", ssim_every=2)
     for i in range(5):
-        truth = image(synthetic_rgb(i, 32, 24) / 255.0)
+        truth = torch.from_numpy(synthetic_rgb(i, 32, 24)).permute(2, 0, 1)  # uint8, as decoded
         meter.add(truth, truth)
     scores = meter.scores()
     assert meter.frames == 5 and meter.ssim_frames == 3
