@@ -80,7 +80,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--render-size", type=int, default=256)
     parser.add_argument("--input", action="append", default=[], help="measure this file (repeatable)")
-    parser.add_argument("--resolutions", default="480p,720p,1080p", help=f"synthetic clips: {', '.join(_common.RESOLUTIONS)}")
+    parser.add_argument("--resolutions", default="480p,720p,1080p",
+                        help=f"synthetic clips: {', '.join(_common.RESOLUTIONS)}")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic clips")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest counts")
     parser.add_argument("--workdir", help="keep the clips and outputs here (default: a temporary folder)")
