@@ -123,19 +123,25 @@ class FrameColorizer:
         smooth: float = 0.0,
         half: bool = False,
         temporal: str | None = None,
+        source_matrix: str | None = None,
+        source_full_range: bool | None = None,
     ):
-        """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the
-        video's Y'CbCr; frames are converted to the work format keeping both.
+        """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the Y'CbCr
+        the frames are written in; the ``source_`` pair, where it differs, the decoded
+        frames' (they are converted on the way in).
         ``temporal`` ("none", "blend", "flow"; None = "blend") picks the smoother,
         ``smooth`` its strength (0 = off whatever the mode)."""
         self.model = model
         self.device = device
         self.matrix = matrix
         self.full_range = full_range
-        sws_space = {"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}[matrix]
-        sws_range = "JPEG" if full_range else "MPEG"
+        sws_space = {"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}
+        source_full_range = full_range if source_full_range is None else source_full_range
         self._reformat_args = dict(
-            src_colorspace=sws_space, dst_colorspace=sws_space, src_color_range=sws_range, dst_color_range=sws_range
+            src_colorspace=sws_space[source_matrix or matrix],
+            dst_colorspace=sws_space[matrix],
+            src_color_range="JPEG" if source_full_range else "MPEG",
+            dst_color_range="JPEG" if full_range else "MPEG",
         )
         self.render_size = render_size
         self.dtype = torch.float16 if half else torch.float32

@@ -32,6 +32,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 # Containers colorvid writes; a batch output keeps the input's when it is one of these.
 WRITABLE_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts", ".mpg"}
 QUEUE_BATCHES = 2  # batches waiting between stages
+_MATRIX_OF_SWS = {"itu601": "bt601", "itu709": "bt709", "bt2020": "bt2020"}
 
 
 @dataclass(frozen=True)
@@ -223,16 +224,18 @@ class Pipeline:
         opts = self.options
         check_output(target, opts.overwrite, source, opts.codec, opts.pix_fmt)
         info = probe(source)
-        colorizer = FrameColorizer(
-            self.model, self.device, info.matrix, info.full_range, opts.render_size, opts.smooth, self.half,
-            temporal=opts.temporal,
-        )
         encode = EncodeOptions(codec=opts.codec, crf=opts.crf, preset=opts.preset, pix_fmt=opts.pix_fmt,
                                overwrite=opts.overwrite)
         progress = self.progress(source.name, info.frame_count)
         frames = 0
         try:
             with VideoReader(source) as reader, VideoWriter(target, info, encode, passthrough_source=source) as writer:
+                # chroma is computed in the writer's Y'CbCr (MJPEG, for one, is always full range)
+                colorizer = FrameColorizer(
+                    self.model, self.device, _MATRIX_OF_SWS[writer.sws_colorspace], writer.sws_color_range == "JPEG",
+                    opts.render_size, opts.smooth, self.half, temporal=opts.temporal,
+                    source_matrix=info.matrix, source_full_range=info.full_range,
+                )
                 work_format = writer.pix_fmt if writer.pix_fmt in WORK_FORMATS else (
                     "yuv444p10le" if info.bit_depth > 8 else "yuv444p")
                 batches = _batched(reader, opts.batch_size)
