@@ -282,3 +282,30 @@ def test_console_script_runs_as_a_module(tmp_path, tinted_model):
     )
     assert result.returncode == 0, result.stderr
     assert len(read_video_pts(out)) == 3
+
+
+@pytest.mark.parametrize(
+    "codec,ext,pix_fmt",
+    [
+        ("libx265", ".mkv", "yuv420p"),
+        ("libvpx-vp9", ".webm", "yuv420p"),
+        ("libsvtav1", ".mkv", "yuv420p"),
+        ("mpeg2video", ".ts", "yuv420p"),
+        ("mpeg4", ".avi", "yuv420p"),
+        ("mjpeg", ".avi", "yuv420p"),  # make_clip uses the full-range yuvj420p for MJPEG
+        ("prores_ks", ".mov", "yuv422p10le"),
+        ("ffv1", ".mkv", "yuv420p"),
+    ],
+)
+def test_common_source_codecs_are_colorized(tmp_path, tinted_model, capsys, codec, ext, pix_fmt):
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:
+        pytest.skip(f"this FFmpeg build cannot encode {codec} to make the test clip")
+    source = tmp_path / f"in{ext}"
+    pts = make_clip(source, width=64, height=48, frames=5, codec=codec, pix_fmt=pix_fmt, audio_tracks=0, color=False)
+    out = tmp_path / "out.mkv"
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model], capsys)
+    assert status == 0, err
+    assert len(read_video_pts(out)) == len(pts)
+    assert mean_chroma_offset(out) > 10.0
