@@ -16,6 +16,7 @@ Timestamps are never recomputed from a frame rate: every frame keeps its pts.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import math
 import os
@@ -190,6 +191,42 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         )
 
 
+def timeline(path: str | os.PathLike) -> tuple[int, int, Fraction]:
+    """(start, end, time_base) of the first video stream: its timestamps span [start, end).
+
+    From the header where it tells; otherwise (raw streams, WebM without
+    cues) from a pass over the packets, without decoding. The same file
+    always gives the same answer, so runs on different machines agree on
+    where the parts of a film begin.
+
+    Raises:
+        InputError: the file cannot be read, or has no video packets with timestamps.
+    """
+    path = os.fspath(path)
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        time_base = Fraction(stream.time_base)
+        start = stream.start_time
+        if start is not None and stream.duration:
+            return start, start + stream.duration, time_base
+        if start is not None and container.duration and container.start_time is not None:
+            end_us = Fraction(container.start_time + container.duration, av.time_base)
+            return start, math.ceil(end_us / time_base), time_base
+        first = last = None
+        try:
+            for packet in container.demux(stream):
+                at = packet.pts if packet.pts is not None else packet.dts
+                if at is None:
+                    continue
+                first = at if first is None else min(first, at)
+                last = max(last if last is not None else at, at + (packet.duration or 0))
+        except av.FFmpegError:
+            pass  # a damaged tail: the span up to it
+    if first is None:
+        raise InputError(f"{path}: the video's length cannot be found (no timestamps); use --range")
+    return (start if start is not None else first), max(last, first + 1), time_base
+
+
 def _open_input(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
@@ -279,12 +316,20 @@ class VideoReader:
     ``max_consecutive_errors`` failures in a row the file is given up on. A
     truncated file yields what it can and warns. A file that yields no frame
     at all raises :class:`InputError` at the end of the iteration.
+
+    ``seek_pts`` (in the stream's time base) starts decoding at the keyframe at
+    or before that time instead of at the start; frames before it may still
+    come out, and a file that cannot seek raises :class:`SeekError`.
+    ``frames_without_pts`` counts frames that had no timestamp and were given
+    one (such timestamps depend on where decoding started).
     """
 
-    def __init__(self, path: str | os.PathLike, *, max_consecutive_errors: int = 100):
+    def __init__(self, path: str | os.PathLike, *, max_consecutive_errors: int = 100, seek_pts: int | None = None):
         self.path = os.fspath(path)
         self.max_consecutive_errors = max_consecutive_errors
+        self.seek_pts = seek_pts
         self.frames_read = 0
+        self.frames_without_pts = 0
         self._container: av.container.InputContainer | None = None
         self._stream: av.VideoStream | None = None
 
@@ -313,6 +358,11 @@ class VideoReader:
             raise RuntimeError("VideoReader must be used as a context manager")
         stream = self._stream
         time_base = stream.time_base
+        if self.seek_pts is not None:
+            try:
+                self._container.seek(self.seek_pts, stream=stream, backward=True)
+            except av.FFmpegError as exc:
+                raise SeekError(f"{self.path}: cannot seek ({_reason(exc)})") from None
         # Frames with no timestamp at all get one a frame duration after the previous one.
         rate = stream.average_rate or stream.guessed_rate
         step = max(1, round(1 / (rate * time_base))) if rate and time_base else 1
@@ -322,6 +372,7 @@ class VideoReader:
                 frame.time_base = time_base
             if frame.pts is None:
                 frame.pts = 0 if previous_pts is None else previous_pts + step
+                self.frames_without_pts += 1
             previous_pts = frame.pts
             self.frames_read += 1
             yield frame
@@ -333,7 +384,7 @@ class VideoReader:
     def _warn_if_incomplete(self, end: float | None) -> None:
         """Warn when fewer frames came out than the header promised (truncated file)."""
         stream = self._stream
-        if stream.frames:
+        if stream.frames and self.seek_pts is None:
             if self.frames_read < stream.frames:
                 log.warning(
                     "%s: only %d of %d frames could be decoded (file truncated or damaged?)",
@@ -377,6 +428,10 @@ class VideoReader:
                 return
 
 
+class SeekError(InputError):
+    """The file cannot be positioned by time; read it from the start instead."""
+
+
 _PTS_LOOKAHEAD = 8  # frames held back while judging whether pts or dts is reliable
 
 
@@ -412,6 +467,65 @@ def _best_effort_pts(frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]
         yield stamped(frame)
 
 
+# --- deinterlacing ---------------------------------------------------------
+
+DEINTERLACERS = ("bwdif", "yadif")
+
+
+def deinterlaced(frames: Iterator[av.VideoFrame], method: str = "bwdif") -> Iterator[av.VideoFrame]:
+    """Deinterlace every frame with FFmpeg's ``bwdif`` (or ``yadif``), one frame out per frame in.
+
+    The filter runs in "send_frame" mode (one output frame per input frame,
+    not one per field), finds the field order from each frame's flags (top
+    field first if unflagged) and keeps every frame's pts and time base. A
+    frame is held back until the next one arrives (the filter looks at both
+    neighbours); the last ones come out when ``frames`` ends.
+    """
+    if method not in DEINTERLACERS:
+        raise ValueError(f"unknown deinterlacer {method!r}: choose from {', '.join(DEINTERLACERS)}")
+    graph = None
+    shape = None
+    waiting: list[av.VideoFrame] = []  # frames pushed and not yet out, for their time base
+
+    def pulled() -> Iterator[av.VideoFrame]:
+        while True:
+            try:
+                out = graph.pull()
+            except (BlockingIOError, EOFError):
+                return
+            except av.FFmpegError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or isinstance(exc, av.EOFError):
+                    return
+                raise
+            source = waiting.pop(0)
+            # The filter halves the time base (for field rates); send_frame mode keeps the times.
+            if out.time_base and out.pts is not None and out.pts * out.time_base != source.pts * source.time_base:
+                raise RuntimeError(f"{method} moved a frame from pts {source.pts} to {out.pts} x {out.time_base}")
+            out.pts, out.time_base = source.pts, source.time_base
+            yield out
+
+    for frame in frames:
+        if graph is None or shape != (frame.width, frame.height, frame.format.name):
+            if graph is not None:  # the picture changed: drain the old graph first
+                graph.push(None)
+                yield from pulled()
+            shape = (frame.width, frame.height, frame.format.name)
+            graph = av.filter.Graph()
+            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                      time_base=frame.time_base)
+            node = graph.add(method, "mode=send_frame:parity=auto:deint=all")
+            sink = graph.add("buffersink")
+            source.link_to(node)
+            node.link_to(sink)
+            graph.configure()
+        waiting.append(frame)
+        graph.push(frame)
+        yield from pulled()
+    if graph is not None:
+        graph.push(None)
+        yield from pulled()
+
+
 # --- output formats --------------------------------------------------------
 
 
@@ -430,6 +544,7 @@ class EncodeOptions:
     preset: str | None = None
     pix_fmt: str | None = None
     overwrite: bool = False
+    progressive: bool = False  # tag the output progressive (after deinterlacing)
 
 
 @dataclass(frozen=True)
@@ -448,6 +563,9 @@ class _Container:
     # Let negative timestamps (AAC priming) through instead of shifting every stream:
     # these muxers handle them, and the shift cost AVI a frame slot.
     keep_negative_ts: bool = False
+    # Codecs of extra video streams (a second angle, cover art) that may be stream-copied;
+    # None: ask the muxer.
+    copy_video: frozenset[str] | None = None
 
 
 _CONTAINERS = {
@@ -457,21 +575,25 @@ _CONTAINERS = {
     ".webm": _Container(("libvpx-vp9",), "libopus", "webvtt"),
     ".avi": _Container(
         ("mjpeg", "ffv1", "libx264"), "libmp3lame", None,
-        copy_subtitles=frozenset(), frame_indexed=True, keep_negative_ts=True,
+        copy_subtitles=frozenset(), frame_indexed=True, keep_negative_ts=True, copy_video=frozenset(),
     ),
     ".ts": _Container(
         ("libx264", "mpeg2video"), "aac", None,
         copy_audio=frozenset({"aac", "mp3", "mp2", "ac3", "eac3"}),
         copy_subtitles=frozenset({"dvb_subtitle"}),
-        keep_negative_ts=True,
+        keep_negative_ts=True, copy_video=frozenset(),
     ),
     ".mpg": _Container(
         ("mpeg2video",), "mp2", None,
         copy_audio=frozenset({"mp2", "mp3", "ac3"}),
         copy_subtitles=frozenset({"dvd_subtitle"}),
-        keep_negative_ts=True,
+        keep_negative_ts=True, copy_video=frozenset(),
     ),
 }
+# FFmpeg muxer of each extension (what av.open picks from the file name).
+_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".ts": "mpegts",
+           ".mpg": "mpeg"}
+_FIELD_PROGRESSIVE = 1  # AVFieldOrder
 
 OUTPUT_EXTENSIONS = tuple(_CONTAINERS)
 PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
@@ -631,145 +753,62 @@ def _output_errors(path: str):
         raise
 
 
-class VideoWriter:
-    """Encodes frames into ``output_path``; the file appears only on success.
+def _add_video_stream(
+    container: av.container.OutputContainer, info: VideoInfo, encoding: _Encoding, progressive: bool
+) -> av.VideoStream:
+    """The output video stream with its encoder configured (not opened): codec, time base, tags."""
+    stream = container.add_stream(
+        encoding.codec, rate=encoding.rate, width=info.width, height=info.height, pix_fmt=encoding.pix_fmt,
+        options=encoding.options,
+    )
+    stream.time_base = encoding.time_base
+    ctx = stream.codec_context
+    ctx.time_base = encoding.time_base
+    default_tags = _TAGS_OF_MATRIX[info.matrix]
+    ctx.color_primaries = info.color_primaries if info.color_primaries != _UNSPECIFIED else default_tags[0]
+    ctx.color_trc = info.color_trc if info.color_trc != _UNSPECIFIED else default_tags[1]
+    ctx.colorspace = info.colorspace if info.colorspace in _MATRIX_OF_COLORSPACE else default_tags[2]
+    ctx.color_range = _RANGE_FULL if encoding.full_range else _RANGE_LIMITED
+    if progressive:
+        ctx.field_order = _FIELD_PROGRESSIVE
+    if info.display_matrix is not None:
+        stream.set_display_matrix(info.display_matrix)
+    elif info.rotation:
+        stream.set_display_rotation(-info.rotation)  # PyAV takes counter-clockwise degrees
+    stream.metadata.update(info.stream_metadata)
+    return stream
 
-    ::
 
-        check_output(out, options.overwrite, info.path, options.codec, options.pix_fmt)  # early, optional
-        with VideoWriter(out, info, options, passthrough_source=info.path) as writer:
-            for frame in frames:
-                writer.write(frame)
+def _open_encoder(stream: av.VideoStream, path: str, info: VideoInfo, encoding: _Encoding) -> None:
+    """Open now, so a codec that refuses the settings fails before any frame is decoded."""
+    try:
+        stream.codec_context.open()
+    except av.FFmpegError as exc:
+        raise OutputError(
+            f"{path}: {encoding.codec} refuses {encoding.pix_fmt} at {info.width}x{info.height} ({_reason(exc)})"
+        ) from None
 
-    Frames should be in ``writer.pix_fmt``, with ``writer.sws_colorspace``
-    and ``writer.sws_color_range`` (the input's matrix and range; MJPEG is
-    always full range, with a yuvj pixel format); frames in any other
-    format are converted. Each frame's pts/time_base is kept (the output
-    stream uses ``info.time_base``; MPEG-2 and AVI round to whole frames); a
-    pts that does not increase is bumped by one tick, with a warning, because
-    encoders refuse it.
 
-    The audio, subtitle (and in .mkv attachment) streams of
-    ``passthrough_source`` are carried over and interleaved with the video.
+class _FrameEncoder:
+    """Frames to packets with an opened output stream's encoder: format conversion and timestamps.
 
-    The output is written to ``.NAME.colorvid-tmp-XXXXXXXX.EXT`` in the target
-    folder and renamed over the target when the ``with`` block ends without
-    an exception; otherwise (including KeyboardInterrupt) the temporary file
-    is deleted and the target is left alone.
+    Each frame keeps its pts (rescaled to the encoder's time base); a pts that
+    does not increase is moved one tick past the previous one (encoders refuse
+    it), counted in ``bumped``. ``last_pts`` continues the count from earlier
+    frames encoded elsewhere (the previous piece of a chunked run).
     """
 
-    def __init__(
-        self,
-        output_path: str | os.PathLike,
-        info: VideoInfo,
-        options: EncodeOptions = EncodeOptions(),
-        passthrough_source: str | os.PathLike | None = None,
-    ):
-        self.path = os.fspath(output_path)
+    def __init__(self, stream: av.VideoStream, info: VideoInfo, encoding: _Encoding, last_pts: int | None = None):
+        self.stream = stream
         self.info = info
-        self.overwrite = options.overwrite
-        check_output(self.path, options.overwrite, info.path, options.codec, options.pix_fmt)
-        if passthrough_source is not None:
-            passthrough_source = os.fspath(passthrough_source)
-            check_output(self.path, options.overwrite, passthrough_source)
-        encoding = _choose_encoding(self.path, info, options)
-        self.codec = encoding.codec
         self.pix_fmt = encoding.pix_fmt
         self.sws_colorspace = info.sws_colorspace
         self.sws_color_range = "JPEG" if encoding.full_range else "MPEG"
-        self.frames_written = 0
-        self._time_base = encoding.time_base
-        self._last_pts: int | None = None
-        self._bumped_pts = 0
-        self._passthrough: _Passthrough | None = None
-        self._container: av.container.OutputContainer | None = None
-        self._temp_path = self._create_temp_file()
-        try:
-            with _output_errors(self.path):
-                container = _CONTAINERS[_extension(self.path)]
-                mux_options = {"avoid_negative_ts": "disabled"} if container.keep_negative_ts else {}
-                self._container = av.open(self._temp_path, "w", options=mux_options)
-                self._container.metadata.update(info.container_metadata)
-                self._stream = self._add_video_stream(encoding)
-                if passthrough_source is not None:
-                    self._passthrough = _Passthrough(passthrough_source, self._container, container)
-                self._open_encoder(encoding)
-        except BaseException:
-            self._discard()
-            raise
+        self.time_base = encoding.time_base
+        self.last_pts = last_pts
+        self.bumped = 0
 
-    def _create_temp_file(self) -> str:
-        folder, name = os.path.split(os.path.abspath(self.path))
-        stem, ext = os.path.splitext(name)
-        while True:
-            temp = os.path.join(folder, f".{stem}.colorvid-tmp-{secrets.token_hex(4)}{ext}")
-            try:
-                os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-                return temp
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise OutputError(f"{self.path}: disk full") from None
-                raise OutputError(f"{self.path}: cannot create a file in {folder} ({exc.strerror})") from None
-
-    def _add_video_stream(self, encoding: _Encoding) -> av.VideoStream:
-        info = self.info
-        stream = self._container.add_stream(
-            encoding.codec, rate=encoding.rate, width=info.width, height=info.height, pix_fmt=encoding.pix_fmt,
-            options=encoding.options,
-        )
-        stream.time_base = encoding.time_base
-        ctx = stream.codec_context
-        ctx.time_base = encoding.time_base
-        default_tags = _TAGS_OF_MATRIX[info.matrix]
-        ctx.color_primaries = info.color_primaries if info.color_primaries != _UNSPECIFIED else default_tags[0]
-        ctx.color_trc = info.color_trc if info.color_trc != _UNSPECIFIED else default_tags[1]
-        ctx.colorspace = info.colorspace if info.colorspace in _MATRIX_OF_COLORSPACE else default_tags[2]
-        ctx.color_range = _RANGE_FULL if encoding.full_range else _RANGE_LIMITED
-        if info.display_matrix is not None:
-            stream.set_display_matrix(info.display_matrix)
-        elif info.rotation:
-            stream.set_display_rotation(-info.rotation)  # PyAV takes counter-clockwise degrees
-        stream.metadata.update(info.stream_metadata)
-        return stream
-
-    def _open_encoder(self, encoding: _Encoding) -> None:
-        """Open now, so a codec that refuses the settings fails before any frame is decoded."""
-        try:
-            self._stream.codec_context.open()
-        except av.FFmpegError as exc:
-            raise OutputError(
-                f"{self.path}: {encoding.codec} refuses {encoding.pix_fmt} at "
-                f"{self.info.width}x{self.info.height} ({_reason(exc)})"
-            ) from None
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._discard()
-            return
-        try:
-            with _output_errors(self.path):
-                if self.frames_written == 0:
-                    raise OutputError(f"{self.path}: no frames to write")
-                self._finish()
-                if not self.overwrite and os.path.lexists(self.path):
-                    raise OutputError(f"{self.path}: appeared while writing; not replaced (use --overwrite)")
-                os.replace(self._temp_path, self.path)
-        except BaseException:
-            self._discard()
-            raise
-        if self._bumped_pts:
-            log.warning(
-                "%s: %d frame(s) had a timestamp that did not increase; moved forward by one tick",
-                self.path, self._bumped_pts,
-            )
-
-    def write(self, frame: av.VideoFrame) -> None:
-        """Encode ``frame`` (keeping its pts) and mux the passthrough streams up to its time."""
+    def encode(self, frame: av.VideoFrame) -> list[av.Packet]:
         if (frame.width, frame.height) != (self.info.width, self.info.height):
             raise ValueError(
                 f"frame is {frame.width}x{frame.height}, the video is {self.info.width}x{self.info.height}"
@@ -777,25 +816,24 @@ class VideoWriter:
         pts = self._output_pts(frame)
         frame = self._in_output_format(frame)
         frame.pts = pts
-        frame.time_base = self._time_base
+        frame.time_base = self.time_base
         frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder pick frame types
-        with _output_errors(self.path):
-            self._mux(self._stream.encode(frame))
-            self.frames_written += 1
-            if self._passthrough is not None:
-                self._passthrough.mux_until(float(pts * self._time_base) + _INTERLEAVE_MARGIN)
+        return self.stream.encode(frame)
+
+    def flush(self) -> list[av.Packet]:
+        return self.stream.encode()
 
     def _output_pts(self, frame: av.VideoFrame) -> int:
         if frame.pts is None:
-            step = round(1 / ((self.info.frame_rate or 25) * self._time_base)) or 1
-            pts = 0 if self._last_pts is None else self._last_pts + step
+            step = round(1 / ((self.info.frame_rate or 25) * self.time_base)) or 1
+            pts = 0 if self.last_pts is None else self.last_pts + step
         else:
             time_base = frame.time_base or self.info.time_base
-            pts = frame.pts if time_base == self._time_base else round(frame.pts * time_base / self._time_base)
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
-            self._bumped_pts += 1
-        self._last_pts = pts
+            pts = frame.pts if time_base == self.time_base else round(frame.pts * time_base / self.time_base)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+            self.bumped += 1
+        self.last_pts = pts
         return pts
 
     def _in_output_format(self, frame: av.VideoFrame) -> av.VideoFrame:
@@ -825,11 +863,214 @@ class VideoWriter:
             dst_color_range=self.sws_color_range,
         )
 
+
+class PacketEncoder:
+    """Encodes frames into packets exactly as :class:`VideoWriter` would for ``output_path``,
+    without writing anything.
+
+    Resumable runs encode a film in pieces, each with a fresh encoder (so each
+    piece starts with a keyframe and depends on no other), and later mux the
+    packets with :meth:`VideoWriter.write_packet`. The encoder is set up by the
+    same code as the writer's, inside an in-memory container of the output's
+    format, so codec headers (``extradata``) and packets fit the final file.
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        info: VideoInfo,
+        options: EncodeOptions = EncodeOptions(),
+        last_pts: int | None = None,
+    ):
+        path = os.fspath(output_path)
+        encoding = _choose_encoding(path, info, options)
+        self.codec = encoding.codec
+        self._container = av.open(io.BytesIO(), "w", format=_MUXERS[_extension(path)])
+        try:
+            stream = _add_video_stream(self._container, info, encoding, options.progressive)
+            _open_encoder(stream, path, info, encoding)
+        except BaseException:
+            self.close()
+            raise
+        self._encoder = _FrameEncoder(stream, info, encoding, last_pts)
+        self.pix_fmt = encoding.pix_fmt
+        self.sws_colorspace = self._encoder.sws_colorspace
+        self.sws_color_range = self._encoder.sws_color_range
+        self.time_base = encoding.time_base
+
+    @property
+    def extradata(self) -> bytes:
+        return bytes(self._encoder.stream.codec_context.extradata or b"")
+
+    @property
+    def last_pts(self) -> int | None:
+        return self._encoder.last_pts
+
+    @property
+    def bumped(self) -> int:
+        return self._encoder.bumped
+
+    def encode(self, frame: av.VideoFrame) -> list[av.Packet]:
+        return self._encoder.encode(frame)
+
+    def flush(self) -> list[av.Packet]:
+        return self._encoder.flush()
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class VideoWriter:
+    """Encodes frames into ``output_path``; the file appears only on success.
+
+    ::
+
+        check_output(out, options.overwrite, info.path, options.codec, options.pix_fmt)  # early, optional
+        with VideoWriter(out, info, options, passthrough_source=info.path) as writer:
+            for frame in frames:
+                writer.write(frame)
+
+    Frames should be in ``writer.pix_fmt``, with ``writer.sws_colorspace``
+    and ``writer.sws_color_range`` (the input's matrix and range; MJPEG is
+    always full range, with a yuvj pixel format); frames in any other
+    format are converted. Each frame's pts/time_base is kept (the output
+    stream uses ``info.time_base``; MPEG-2 and AVI round to whole frames); a
+    pts that does not increase is bumped by one tick, with a warning, because
+    encoders refuse it.
+
+    Packets made by a :class:`PacketEncoder` for the same path, info and
+    options can be muxed instead (:meth:`write_packet`); ``extradata`` then
+    gives their codec header, so the file describes them even if this
+    machine's encoder would write another one.
+
+    The audio, subtitle (and in .mkv attachment) streams of
+    ``passthrough_source`` are carried over and interleaved with the video,
+    and so are its other video streams (a second angle, cover art) where the
+    container takes their codec.
+
+    The output is written to ``.NAME.colorvid-tmp-XXXXXXXX.EXT`` in the target
+    folder and renamed over the target when the ``with`` block ends without
+    an exception; otherwise (including KeyboardInterrupt) the temporary file
+    is deleted and the target is left alone.
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        info: VideoInfo,
+        options: EncodeOptions = EncodeOptions(),
+        passthrough_source: str | os.PathLike | None = None,
+        extradata: bytes | None = None,
+    ):
+        self.path = os.fspath(output_path)
+        self.info = info
+        self.overwrite = options.overwrite
+        check_output(self.path, options.overwrite, info.path, options.codec, options.pix_fmt)
+        if passthrough_source is not None:
+            passthrough_source = os.fspath(passthrough_source)
+            check_output(self.path, options.overwrite, passthrough_source)
+        encoding = _choose_encoding(self.path, info, options)
+        self.codec = encoding.codec
+        self.pix_fmt = encoding.pix_fmt
+        self.sws_colorspace = self.info.sws_colorspace
+        self.sws_color_range = "JPEG" if encoding.full_range else "MPEG"
+        self.frames_written = 0
+        self._time_base = encoding.time_base
+        self._passthrough: _Passthrough | None = None
+        self._container: av.container.OutputContainer | None = None
+        self._encoder: _FrameEncoder | None = None
+        self._temp_path = self._create_temp_file()
+        try:
+            with _output_errors(self.path):
+                container = _CONTAINERS[_extension(self.path)]
+                mux_options = {"avoid_negative_ts": "disabled"} if container.keep_negative_ts else {}
+                self._container = av.open(self._temp_path, "w", options=mux_options)
+                self._container.metadata.update(info.container_metadata)
+                self._stream = _add_video_stream(self._container, info, encoding, options.progressive)
+                if passthrough_source is not None:
+                    self._passthrough = _Passthrough(passthrough_source, self._container, container)
+                _open_encoder(self._stream, self.path, info, encoding)
+                if extradata is not None:
+                    self._stream.codec_context.extradata = extradata or None
+                self._encoder = _FrameEncoder(self._stream, info, encoding)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _create_temp_file(self) -> str:
+        folder, name = os.path.split(os.path.abspath(self.path))
+        stem, ext = os.path.splitext(name)
+        while True:
+            temp = os.path.join(folder, f".{stem}.colorvid-tmp-{secrets.token_hex(4)}{ext}")
+            try:
+                os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+                return temp
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise OutputError(f"{self.path}: disk full") from None
+                raise OutputError(f"{self.path}: cannot create a file in {folder} ({exc.strerror})") from None
+
+    @property
+    def extradata(self) -> bytes:
+        """The video codec header the file gets (empty for codecs without one)."""
+        return bytes(self._stream.codec_context.extradata or b"")
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        try:
+            with _output_errors(self.path):
+                if self.frames_written == 0:
+                    raise OutputError(f"{self.path}: no frames to write")
+                self._finish()
+                if not self.overwrite and os.path.lexists(self.path):
+                    raise OutputError(f"{self.path}: appeared while writing; not replaced (use --overwrite)")
+                os.replace(self._temp_path, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        if self._encoder.bumped:
+            log.warning(
+                "%s: %d frame(s) had a timestamp that did not increase; moved forward by one tick",
+                self.path, self._encoder.bumped,
+            )
+
+    def write(self, frame: av.VideoFrame) -> None:
+        """Encode ``frame`` (keeping its pts) and mux the passthrough streams up to its time."""
+        with _output_errors(self.path):
+            packets = self._encoder.encode(frame)
+            pts = self._encoder.last_pts
+            self._mux(packets)
+            self.frames_written += 1
+            if self._passthrough is not None:
+                self._passthrough.mux_until(float(pts * self._time_base) + _INTERLEAVE_MARGIN)
+
+    def write_packet(self, packet: av.Packet) -> None:
+        """Mux one packet encoded elsewhere (a :class:`PacketEncoder`'s), in decoding order.
+
+        Its pts/dts are in the encoder's time base; the passthrough streams are
+        muxed up to its decoding time.
+        """
+        packet.stream = self._stream
+        packet.time_base = self._time_base
+        at = packet.dts if packet.dts is not None else packet.pts
+        with _output_errors(self.path):
+            self._mux(packet)
+            self.frames_written += 1
+            if self._passthrough is not None and at is not None:
+                self._passthrough.mux_until(float(at * self._time_base) + _INTERLEAVE_MARGIN)
+
     def _mux(self, packets) -> None:
         self._container.mux(packets)
 
     def _finish(self) -> None:
-        self._mux(self._stream.encode())  # flush the encoder
+        self._mux(self._encoder.flush())
         if self._passthrough is not None:
             self._passthrough.finish()
             self._passthrough.close()
@@ -869,13 +1110,15 @@ _MILLISECOND = Fraction(1, 1000)  # AVSubtitle display time unit
 
 
 class _Passthrough:
-    """Carries the audio/subtitle/attachment streams of a source file into an output.
+    """Carries the other streams of a source file into an output: audio, subtitles,
+    attachments, and video streams besides the one colorized (second angles, cover art).
 
     A second demuxer reads the source alongside the video so packets can be
     muxed in time order with the video frames (``mux_until``). Each stream is
     copied packet for packet if the output container takes its codec,
     otherwise transcoded (audio to the container's audio codec, text
-    subtitles to its subtitle codec), otherwise dropped with a warning.
+    subtitles to its subtitle codec), otherwise dropped with a warning
+    (extra video is only ever copied).
     """
 
     def __init__(self, source: str, output: av.container.OutputContainer, container: _Container):
@@ -907,14 +1150,13 @@ class _Passthrough:
                     "%s: attachment stream #%d dropped (the output format cannot hold it)", self.source, stream.index
                 )
             return
-        if kind == "video" and not _is_cover_art(stream) and stream is not self._main_video:
-            log.warning(
-                "%s: video stream #%d not carried over (only one video stream is written)", self.source, stream.index
-            )
-        if kind not in ("audio", "subtitle"):
+        if kind == "video" and stream is self._main_video:
+            return  # that is the one being colorized
+        if kind not in ("audio", "subtitle", "video"):
             return
         name = stream.codec_context.codec.canonical_name
-        allowed = container.copy_audio if kind == "audio" else container.copy_subtitles
+        allowed = {"audio": container.copy_audio, "subtitle": container.copy_subtitles,
+                   "video": container.copy_video}[kind]
         copyable = name in allowed if allowed is not None else name in supported
         out, route = None, "copy"
         if copyable:
@@ -922,6 +1164,13 @@ class _Passthrough:
                 out = self._output.add_stream_from_template(stream)
             except ValueError:  # the muxer refuses it after all
                 out = None
+        if out is None and kind == "video":
+            what = "cover art" if _is_cover_art(stream) else "video"
+            log.warning(
+                "%s: %s stream #%d (%s) not carried over: the output format cannot hold it",
+                self.source, what, stream.index, name,
+            )
+            return
         if out is None:
             route = kind  # transcode
             if kind == "audio":
