@@ -194,13 +194,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 def timeline(path: str | os.PathLike) -> tuple[int, int, Fraction]:
     """(start, end, time_base) of the first video stream: its timestamps span [start, end).
 
-    From the header where it tells; otherwise (raw streams, WebM without
-    cues) from a pass over the packets, without decoding. The same file
-    always gives the same answer, so runs on different machines agree on
-    where the parts of a film begin.
+    From the header where it tells; otherwise (WebM without cues) from a
+    pass over the packets, without decoding. A stream without timestamps
+    (raw H.264) gets the ones :class:`VideoReader` gives its frames: one
+    frame duration apart from 0. The same file always gives the same answer,
+    so runs on different machines agree on where the parts of a film begin.
 
     Raises:
-        InputError: the file cannot be read, or has no video packets with timestamps.
+        InputError: the file cannot be read.
     """
     path = os.fspath(path)
     with _open_input(path) as container:
@@ -213,8 +214,12 @@ def timeline(path: str | os.PathLike) -> tuple[int, int, Fraction]:
             end_us = Fraction(container.start_time + container.duration, av.time_base)
             return start, math.ceil(end_us / time_base), time_base
         first = last = None
+        packets = 0
         try:
             for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                packets += 1
                 at = packet.pts if packet.pts is not None else packet.dts
                 if at is None:
                     continue
@@ -222,9 +227,16 @@ def timeline(path: str | os.PathLike) -> tuple[int, int, Fraction]:
                 last = max(last if last is not None else at, at + (packet.duration or 0))
         except av.FFmpegError:
             pass  # a damaged tail: the span up to it
-    if first is None:
-        raise InputError(f"{path}: the video's length cannot be found (no timestamps); use --range")
+        if first is None:  # no timestamps at all: as VideoReader numbers the frames
+            return 0, max(1, packets * _missing_pts_step(stream)), time_base
     return (start if start is not None else first), max(last, first + 1), time_base
+
+
+def _missing_pts_step(stream: av.VideoStream) -> int:
+    """The pts step VideoReader gives frames that have no timestamp: one frame duration."""
+    rate = stream.average_rate or stream.guessed_rate
+    time_base = stream.time_base
+    return max(1, round(1 / (rate * time_base))) if rate and time_base else 1
 
 
 def _open_input(path: str) -> av.container.InputContainer:
@@ -364,8 +376,7 @@ class VideoReader:
             except av.FFmpegError as exc:
                 raise SeekError(f"{self.path}: cannot seek ({_reason(exc)})") from None
         # Frames with no timestamp at all get one a frame duration after the previous one.
-        rate = stream.average_rate or stream.guessed_rate
-        step = max(1, round(1 / (rate * time_base))) if rate and time_base else 1
+        step = _missing_pts_step(stream)
         previous_pts = None
         for frame in _best_effort_pts(self._decoded_frames()):
             if frame.time_base is None:
