@@ -11,6 +11,8 @@ Everything works at the model's output resolution, where it is cheap.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +55,25 @@ def temporal_settings(mode: str | None, strength: float | None) -> tuple[str, fl
     if mode != "none" and strength == 0:
         raise ValueError(f"temporal mode {mode!r} with a smoothing strength of 0 (that is 'none')")
     return mode, strength
+
+
+MEMORY_TOLERANCE = 1 / 256  # an earlier frame's weight in the output below which it is forgotten
+MEMORY_MAX_FRAMES = 150
+
+
+def memory_frames(mode: str | None, strength: float) -> int:
+    """How many earlier frames still shape a frame's smoothed colors (0 without smoothing).
+
+    Both smoothers weigh the frame k steps back by at most strength^k, so
+    colorizing this many frames before the first one written (and dropping
+    them) puts the smoother in the state an uninterrupted run has there.
+    Capped at MEMORY_MAX_FRAMES (strength 1 never forgets within a shot).
+    """
+    if mode == "none" or strength <= 0:
+        return 0
+    if strength >= 1:
+        return MEMORY_MAX_FRAMES
+    return min(MEMORY_MAX_FRAMES, math.ceil(math.log(MEMORY_TOLERANCE) / math.log(strength)))
 
 
 def lightness_histograms(lightness: torch.Tensor) -> torch.Tensor:
