@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -17,6 +20,7 @@ log = logging.getLogger("colorvid")
 
 class _State:
     verbose = False
+    terminated = False  # SIGTERM arrived
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -52,6 +56,28 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 
 # --- colorize --------------------------------------------------------------
+
+
+def _parse_segment(ctx: click.Context, param: click.Parameter, value: str | None):
+    from colorvid.chunks import parse_segment
+
+    if value is None:
+        return None
+    try:
+        return parse_segment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--segment") from None
+
+
+def _parse_range(ctx: click.Context, param: click.Parameter, value: str | None):
+    from colorvid.chunks import parse_range
+
+    if value is None:
+        return None
+    try:
+        return parse_range(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--range") from None
 
 
 def _tqdm_progress(quiet: bool):
@@ -97,24 +123,47 @@ def _tqdm_progress(quiet: bool):
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
 @click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p, yuv444p, yuv420p10le.")
 @click.option("--half/--no-half", default=None, help="Half precision (default: on with CUDA only).")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing output files; start over instead of resuming an interrupted run.")
 @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output already exists.")
 @click.option("--suffix", default=None, help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
+@click.option("--resume", is_flag=True,
+              help="Continue what an interrupted run left beside the output (in .OUTPUT.colorvid-work/).")
+@click.option("--deinterlace", is_flag=True, help="Deinterlace (FFmpeg bwdif, one frame per frame); the output is progressive.")
+@click.option("--segment", default=None, metavar="I/N", callback=_parse_segment,
+              help="Colorize only part I of N equal parts of the film, into OUTPUT.partIofN/, for 'colorvid join'.")
+@click.option("--range", "time_range", default=None, metavar="START-END", callback=_parse_range,
+              help="Colorize only the frames from START to END seconds (or [H:]MM:SS; END empty = to the end), "
+                   "into OUTPUT.partSTART-END/, for 'colorvid join'.")
+@click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="Length of the independently encoded pieces: the most a resume redoes.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append one JSON line per file (input, output, status, frames, seconds, error) to this file.")
 @verbosity_options
 @click.pass_context
 def colorize(ctx, inputs, output, model, device, batch_size, render_size, temporal, smooth, codec, crf, preset, pix_fmt,
-             half, overwrite, skip_existing, suffix):
+             half, overwrite, skip_existing, suffix, resume, deinterlace, segment, time_range, chunk_seconds, report):
     """Colorize videos (or still images).
+
+    A run can be stopped at any time (Ctrl-C, kill, power loss) and continued
+    with the same command plus --resume. Parts of a long film can be colorized
+    on several machines (--segment, --range) and joined with 'colorvid join'.
 
     \b
     colorvid colorize old.mp4 -o new.mp4
-    colorvid colorize films/ -o colorized/ --skip-existing
+    colorvid colorize films/ -o colorized/ --skip-existing --resume
+    colorvid colorize film.mkv -o color.mkv --segment 2/8
     """
     from colorvid import pipeline
+    from colorvid.errors import OutputError
     from colorvid.smoothing import temporal_settings
 
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing exclude each other")
+    if segment and time_range:
+        raise click.UsageError("--segment and --range exclude each other")
+    if (segment or time_range) and len(inputs) != 1:
+        raise click.UsageError("--segment and --range take one input file")
     try:
         temporal, smooth = temporal_settings(temporal, smooth)
     except ValueError as exc:
@@ -124,21 +173,75 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
     options = pipeline.ColorizeOptions(
         model=model, device=device, batch_size=batch_size, render_size=render_size, smooth=smooth, temporal=temporal,
         half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite, skip_existing=skip_existing,
-        suffix=suffix,
+        suffix=suffix, resume=resume, chunk_seconds=chunk_seconds, deinterlace="bwdif" if deinterlace else None,
+        segment=segment, time_range=time_range,
     )
     jobs = pipeline.plan_jobs(list(inputs), output, options)
-    runner = pipeline.Pipeline(options, progress=_tqdm_progress(ctx.obj["quiet"]))
-    failed = 0
-    for job in jobs:
-        result = runner.run_one(job)
-        if result.status == "failed":
-            failed += 1
-            click.echo(f"colorvid: error: {result.error}", err=True)
-        elif result.status == "ok":
-            log.info("%s -> %s (%d frames, %.1f s)", result.input, result.output, result.frames, result.seconds)
+    try:
+        report_file = open(report, "a", encoding="utf-8") if report is not None else None
+    except OSError as exc:
+        raise OutputError(f"{report}: cannot write the report ({exc.strerror})") from None
+    try:
+        runner = pipeline.Pipeline(options, progress=_tqdm_progress(ctx.obj["quiet"]))
+        failed = 0
+        for job in jobs:
+            try:
+                result = runner.run_one(job)
+            except KeyboardInterrupt:
+                _report(report_file, pipeline.FileResult(str(job.input), str(job.output), "interrupted"))
+                raise
+            _report(report_file, result)
+            if result.status == "failed":
+                failed += 1
+                click.echo(f"colorvid: error: {result.error}", err=True)
+            elif result.status == "ok":
+                log.info("%s -> %s (%d frames, %.1f s)", result.input, result.output, result.frames, result.seconds)
+    finally:
+        if report_file is not None:
+            report_file.close()
     if failed and len(jobs) > 1:
         click.echo(f"colorvid: {failed} of {len(jobs)} files failed", err=True)
     return 1 if failed else 0
+
+
+def _report(handle, result) -> None:
+    """One JSON line per file, flushed at once, so the report survives a crash."""
+    if handle is None:
+        return
+    from colorvid.errors import OutputError
+
+    entry = asdict(result)
+    entry["seconds"] = round(entry["seconds"], 3)
+    try:
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        handle.flush()
+    except OSError as exc:
+        raise OutputError(f"{handle.name}: cannot write the report ({exc.strerror})") from None
+
+
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PART...")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The film to write.")
+@click.option("--source", type=click.Path(path_type=Path), default=None,
+              help="The original film, for audio, subtitles and other streams (default: the file the parts were "
+                   "made from; it must be the same file).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--keep-parts", is_flag=True, help="Keep the part folders (default: removed once OUTPUT is written).")
+@verbosity_options
+def join(parts, output, source, overwrite, keep_parts):
+    """Join parts made by 'colorize --segment' or '--range' into one film, without re-encoding.
+
+    The parts must together hold the whole film (every frame once); the
+    audio, subtitles and other streams come from the original.
+
+    \b
+    colorvid join color.mkv.part*of8 -o color.mkv
+    """
+    from colorvid.chunks import join as join_parts
+
+    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in parts))
+    frames = join_parts(unique, output, source, overwrite=overwrite, keep_parts=keep_parts)
+    log.info("%s: %d frames from %d parts", output, frames, len(unique))
 
 
 # --- train -------------------------------------------------------------------
@@ -390,12 +493,34 @@ def fetch_weights_cmd(ctx: click.Context, names: tuple[str, ...]) -> int:
     return 1 if failed else 0
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM stops a run as Ctrl-C does: temporary files go, resumable work stays."""
+    _State.terminated = True
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    if _State.terminated:
+        click.echo("colorvid: terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    click.echo("colorvid: interrupted", err=True)
+    sys.exit(130)
+
+
 def main() -> None:
+    _State.terminated = False
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _main()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     try:
         status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("colorvid: interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -405,8 +530,7 @@ def main() -> None:
         click.echo(f"colorvid: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("colorvid: interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # an unexpected bug: still one line unless --verbose
         if _State.verbose:
             raise
