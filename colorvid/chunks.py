@@ -334,7 +334,7 @@ class WorkFolder:
             try:
                 fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o666)
             except PermissionError:
-                raise OutputError(f"{path}: not writable") from None
+                raise OutputError(f"{path.parent}: folder is not writable (cannot create {lock_path})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -210,10 +210,9 @@ class Pipeline:
             return True
         if self.options.segment or self.options.time_range:  # a finished part counts too
             from colorvid import chunks
-            from colorvid.video_io import probe
 
             try:
-                frames = self._frame_range(job.input, probe(job.input))
+                frames = self._frame_range(job.input)
             except ColorizeError:
                 return False  # the run itself reports it
             return chunks.finished_part_exists(chunks.part_folder_for(job.output, frames))
@@ -264,7 +263,7 @@ class Pipeline:
 
         opts = self.options
         info = probe(source)
-        frames = self._frame_range(source, info)
+        frames = self._frame_range(source)
         # a part's final file is written later by join: only its name is checked now
         check_output(target, opts.overwrite or not frames.whole, source, opts.codec, opts.pix_fmt)
         if frames.whole:
@@ -301,7 +300,7 @@ class Pipeline:
         folder.remove()
         return written, target
 
-    def _frame_range(self, source: Path, info) -> FrameRange:
+    def _frame_range(self, source: Path) -> FrameRange:
         from colorvid.chunks import FrameRange, segment_range, time_range
         from colorvid.video_io import timeline
 

@@ -159,11 +159,14 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, capsys, monkeypatch):
     make_clip(source, frames=24, audio_tracks=0)
     out = tmp_path / "out.mp4"
     stop_on_call(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--batch-size", "4", *CHUNK, *SMALL]
+    report = tmp_path / "report.jsonl"
+    args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--batch-size", "4", *CHUNK, *SMALL,
+            "--report", str(report)]
     status, err = run(args, capsys)
     assert status == 143 and "terminated" in err
     assert not out.exists() and no_stray_files(tmp_path)
     assert (tmp_path / ".out.mp4.colorvid-work" / "state.json").exists()
+    assert json.loads(report.read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is not None  # the test process's own handler is back
 
 
