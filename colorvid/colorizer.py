@@ -238,13 +238,16 @@ def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def colorize_rgb(model: Colorizer, rgb: torch.Tensor, device: torch.device, render_size: int = 256) -> torch.Tensor:
+def colorize_rgb(
+    model: Colorizer, rgb: torch.Tensor, device: torch.device, render_size: int = 256, half: bool = False
+) -> torch.Tensor:
     """A still image: RGB (3, H, W) in [0, 1] -> colorized RGB with the same Lab lightness."""
     lab = rgb_to_lab(rgb.to(device).unsqueeze(0).float())
     lightness = lab[:, :1]
     in_h, in_w = inference_size(*lightness.shape[-2:], render_size)
     l_small = F.interpolate(lightness, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
-    ab_low = model(l_small.contiguous(memory_format=torch.channels_last).to(next(model.parameters()).dtype)).float()
+    model_in = l_small.contiguous(memory_format=torch.channels_last).to(torch.float16 if half else torch.float32)
+    ab_low = model(model_in).float()
     l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
     ab = guided_upsample(ab_low, l_low / 100.0, lightness / 100.0)
     return lab_to_rgb(torch.cat((lightness, ab), dim=1))[0]

@@ -174,7 +174,7 @@ class Pipeline:
         except ValueError as exc:
             raise ColorizeError(str(exc)) from None
         self.half = options.half if options.half is not None else self.device.type == "cuda"
-        self.model = open_model(options.model, self.device, self.half)
+        self.model = open_model(options.model, self.device, self.half, optimize=True)
         self.progress = progress
         self._model_id: str | None = None
 
@@ -237,7 +237,7 @@ class Pipeline:
         except OSError as exc:
             raise InputError(f"{source}: not a readable image ({exc})") from None
         tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
-        out = colorize_rgb(self.model, tensor, self.device, self.options.render_size)
+        out = colorize_rgb(self.model, tensor, self.device, self.options.render_size, self.half)
         array = (out.permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
         temp = target.with_name(f".{target.stem}.colorvid-tmp{target.suffix}")
         try:

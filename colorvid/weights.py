@@ -602,9 +602,11 @@ def open_model(
     half: bool = False,
     *,
     fuse: bool = True,
+    optimize: bool = False,
     registry: Registry | None = None,
 ):
-    """Resolve a model (None = the registry default) and load it for inference (a ``Colorizer``).
+    """Resolve a model (None = the registry default) and load it for inference
+    (see :func:`colorvid.model.load_model` for ``fuse`` and ``optimize``).
 
     Raises:
         WeightsError: as :func:`resolve`, or the file is not a model this colorvid can load.
@@ -616,7 +618,7 @@ def open_model(
         name_or_path = registry.default_name()
     path = _resolve(name_or_path, registry, None, None, check_file=False)  # load_model checks the file
     try:
-        return load_model(path, device=device, half=half, fuse=fuse)
+        return load_model(path, device=device, half=half, fuse=fuse, optimize=optimize)
     except ModelFileError as exc:
         raise WeightsError(f"{path}: {exc}") from None
 
