@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from colorvid.model import Colorizer, ModelConfig, ModelFileError, inference_size, load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Colorizer(ModelConfig(ab_bins=8, readout="annealed-mean"), torch.randn(8, 2) * 40)
+    # make batch norm statistics non-trivial, so fusing them is really checked
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("m") / "m.safetensors"
+    save_model(model, path, half=False)
+    return path
+
+
+def test_fused_and_frozen_models_give_the_same_colors(model_file):
+    plain = load_model(model_file, fuse=False)
+    fused = load_model(model_file)
+    frozen = load_model(model_file, optimize=True)
+    x = (torch.rand(2, 1, 64, 96) * 100).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        reference = plain(x)
+        assert reference.shape == (2, 2, 16, 24)
+        assert torch.allclose(fused(x), reference, atol=1e-3)
+        assert torch.allclose(frozen(x), reference, atol=1e-3)
+        # the frozen graph takes other sizes than the one it was traced with
+        y = (torch.rand(1, 1, 32, 160) * 100).contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(frozen(y), plain(y), atol=1e-3)
+
+
+def test_half_precision_file_round_trips(model_file, tmp_path):
+    model = load_model(model_file, fuse=False)
+    half_path = tmp_path / "half.safetensors"
+    save_model(model, half_path, half=True)
+    assert half_path.stat().st_size < model_file.stat().st_size * 0.6
+    again = load_model(half_path, fuse=False)
+    x = torch.rand(1, 1, 64, 64) * 100
+    with torch.inference_mode():
+        assert (again(x) - model(x)).abs().max() < 1.0  # ab units
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"hello")
+    with pytest.raises(ModelFileError):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("height,width,expected", [(480, 854, (256, 448)), (1080, 1920, (256, 448)), (49, 65, (256, 352)), (720, 406, (448, 256))])
+def test_inference_size_keeps_aspect_with_sides_multiple_of_32(height, width, expected):
+    assert inference_size(height, width, 256) == expected
