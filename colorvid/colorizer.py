@@ -146,7 +146,7 @@ class FrameColorizer:
         self.render_size = render_size
         self.dtype = torch.float16 if half else torch.float32
         if temporal == "flow":
-            self.smoother: TemporalSmoother | MotionSmoother = MotionSmoother(smooth)
+            self.smoother: TemporalSmoother = MotionSmoother(smooth)
         else:
             self.smoother = TemporalSmoother(0.0 if temporal == "none" else smooth)
         self.cuts = 0

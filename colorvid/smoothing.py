@@ -118,12 +118,18 @@ class TemporalSmoother:
         self._prev_ab = None
         self._prev_lightness = None
 
-    def __call__(self, ab: torch.Tensor, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags)."""
+    def _next_cuts(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cut flags for this batch and the L of the frame before it (None at a fresh start)."""
         if self._prev_lightness is not None and self._prev_lightness.shape[1:] != lightness.shape[1:]:
             self.reset()
-        cuts = detect_cuts(lightness, self._prev_lightness)
+        previous = self._prev_lightness
+        cuts = detect_cuts(lightness, previous)
         self._prev_lightness = lightness[-1:].clone()
+        return cuts, previous
+
+    def __call__(self, ab: torch.Tensor, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags)."""
+        cuts, _ = self._next_cuts(lightness)
         if self.strength == 0.0:
             return ab, cuts
         out = torch.empty_like(ab)
@@ -135,7 +141,7 @@ class TemporalSmoother:
         return out, cuts
 
 
-class MotionSmoother:
+class MotionSmoother(TemporalSmoother):
     """Exponential blend along the motion: out_t = pred_t + s * c_t * (warp(out_{t-1}) - pred_t).
 
     The previous output ab is warped onto the current frame with optical flow
@@ -147,24 +153,12 @@ class MotionSmoother:
     """
 
     def __init__(self, strength: float, tolerance: float = WARP_TOLERANCE):
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError("smoothing strength must be in [0, 1]")
-        self.strength = strength
+        super().__init__(strength)
         self.tolerance = tolerance
-        self._prev_ab: torch.Tensor | None = None
-        self._prev_lightness: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        self._prev_ab = None
-        self._prev_lightness = None
 
     def __call__(self, ab: torch.Tensor, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags)."""
-        if self._prev_lightness is not None and self._prev_lightness.shape[1:] != lightness.shape[1:]:
-            self.reset()
-        previous = self._prev_lightness
-        cuts = detect_cuts(lightness, previous)
-        self._prev_lightness = lightness[-1:].clone()
+        cuts, previous = self._next_cuts(lightness)
         if self.strength == 0.0:
             return ab, cuts
         # everything that depends only on L is done for the whole batch at once
