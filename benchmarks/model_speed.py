@@ -3,7 +3,7 @@
     python benchmarks/model_speed.py
     python benchmarks/model_speed.py --seconds 3 --device cuda
 
-The model is loaded as the pipeline loads it (Conv+BN fused, channels_last)
+The model is loaded as the pipeline loads it (Conv+BN fused, channels_last, frozen on the CPU)
 and run under torch.inference_mode on random lightness batches: 256x256 and
 the 16:9 inference size (256x448, what a 720p or 1080p film is resized to).
 Each size is warmed up, then timed for at least ``--seconds``. The target is
@@ -65,10 +65,10 @@ def main() -> None:
     workdir, _keep = _common.work_folder(None)
     model_name = _common.resolve_model(args.model, workdir)
     device = select_device(args.device)
-    model = open_model(model_name, device, args.half)
+    model = open_model(model_name, device, args.half, optimize=True)
     dtype = torch.float16 if args.half else torch.float32
     threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
-    print(f"device: {device}{threads}, {'fp16' if args.half else 'fp32'}, fused, channels_last, inference_mode")
+    print(f"device: {device}{threads}, {'fp16' if args.half else 'fp32'}, fused, channels_last, {'frozen' if device.type == 'cpu' and not args.half else 'eager'}, inference_mode")
 
     sizes = [("256x256", (256, 256)), ("16:9 (720p/1080p)", inference_size(720, 1280, 256))]
     rows = [("INPUT", "SIZE", "BATCH", "FRAMES/S", "MS/FRAME", "VS TARGET 40")]
