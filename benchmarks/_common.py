@@ -20,6 +20,8 @@ if str(REPO) not in sys.path:
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+import colorvid  # noqa: E402,F401  (before torch: it sets torch's thread wait policy, as the CLI gets it)
+
 RESOLUTIONS = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 FPS = 24
 AUDIO_RATE = 48000
