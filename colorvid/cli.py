@@ -123,7 +123,8 @@ def _tqdm_progress(quiet: bool):
 @click.option("--suffix", default=None, help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
 @click.option("--resume", is_flag=True,
               help="Continue what an interrupted run left beside the output (in .OUTPUT.colorvid-work/).")
-@click.option("--deinterlace", is_flag=True, help="Deinterlace (FFmpeg bwdif, one frame per frame); the output is progressive.")
+@click.option("--deinterlace", is_flag=True,
+              help="Deinterlace (FFmpeg bwdif, one frame per frame); the output is progressive.")
 @click.option("--segment", default=None, metavar="I/N", callback=_chunks_parser("parse_segment"),
               help="Colorize only part I of N equal parts of the film, into OUTPUT.partIofN/, for 'colorvid join'.")
 @click.option("--range", "time_range", default=None, metavar="START-END", callback=_chunks_parser("parse_range"),

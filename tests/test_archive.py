@@ -23,7 +23,7 @@ import torch
 from media import (
     audio_packets, make_clip, make_damaged_clip, read_video_pts, subtitle_texts, synthetic_rgb, truncate,
 )
-from test_colorize import mean_chroma_offset, no_stray_files, run, tinted_model, y_psnr  # noqa: F401 (fixture)
+from test_colorize import mean_chroma_offset, no_stray_files, run, tinted_model  # noqa: F401 (fixture)
 
 from colorvid.colorizer import FrameColorizer
 from colorvid.model import Colorizer, ModelConfig, save_model
@@ -227,7 +227,7 @@ def test_report_has_a_line_per_file_and_reruns_are_safe(tmp_path, tinted_model, 
     make_clip(films / "a.mp4", frames=4, audio_tracks=0)
     (films / "broken.mp4").write_bytes(b"\x00" * 100)
     out, report = tmp_path / "colored", tmp_path / "report.jsonl"
-    args = ["colorize", str(films), "-o", str(out), "--model", tinted_model, "--report", str(report),
+    args = ["colorize", str(films), "-o", str(out), "--model", tinted_model, *SMALL, "--report", str(report),
             "--skip-existing", "--resume"]
     assert run(args, capsys)[0] == 1
     assert run(args, capsys)[0] == 1  # the broken file still fails
@@ -260,7 +260,7 @@ def test_truncated_transport_stream_keeps_what_decodes(tmp_path, tinted_model, c
     make_clip(source, frames=36, audio_tracks=1, title=None)
     truncate(source, keep=0.6)
     out = tmp_path / "out.mkv"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *CHUNK], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, *CHUNK], capsys)
     assert status == 0, err
     assert 0 < len(read_video_pts(out)) < 36
     assert no_stray_files(tmp_path) and not leftovers(tmp_path)
@@ -296,9 +296,10 @@ def test_deinterlace_keeps_every_frame_and_marks_output_progressive(tmp_path, ti
     with av.open(str(source)) as container:
         assert next(container.decode(video=0)).interlaced_frame
     plain, clean = tmp_path / "plain.mkv", tmp_path / "clean.mkv"
-    status, err = run(["colorize", str(source), "-o", str(plain), "--model", tinted_model], capsys)
+    status, err = run(["colorize", str(source), "-o", str(plain), "--model", tinted_model, *SMALL], capsys)
     assert status == 0 and "--deinterlace" in err
-    assert run(["colorize", str(source), "-o", str(clean), "--model", tinted_model, "--deinterlace"], capsys)[0] == 0
+    args = ["colorize", str(source), "-o", str(clean), "--model", tinted_model, *SMALL, "--deinterlace"]
+    assert run(args, capsys)[0] == 0
     assert read_video_pts(clean) == read_video_pts(source)
     assert combing(clean) < 0.5 * combing(plain)
     with av.open(str(clean)) as container:
@@ -309,7 +310,7 @@ def test_ten_bit_input_gives_ten_bit_output(tmp_path, tinted_model, capsys):
     source = tmp_path / "deep.mkv"
     make_clip(source, frames=6, color=False, audio_tracks=0, pix_fmt="yuv420p10le")
     out = tmp_path / "out.mkv"
-    assert run(["colorize", str(source), "-o", str(out), "--model", tinted_model], capsys)[0] == 0
+    assert run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL], capsys)[0] == 0
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))
     assert frame.format.name == "yuv420p10le"
@@ -334,7 +335,8 @@ def test_tiny_and_single_frame_videos(tmp_path, tinted_model, capsys, size, fram
     source = tmp_path / "in.mp4"
     pts = make_clip(source, width=size[0], height=size[1], frames=frames, audio_tracks=1)
     out = tmp_path / "out.mp4"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, "--smooth", "0.5"], capsys)
+    args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, "--smooth", "0.5"]
+    status, err = run(args, capsys)
     assert status == 0, err
     assert read_video_pts(out) == pts
     assert mean_chroma_offset(out) > 10
@@ -344,8 +346,8 @@ def test_4k_frame(tmp_path, tinted_model, capsys):
     source = tmp_path / "uhd.mkv"
     make_clip(source, width=3840, height=2160, frames=1, audio_tracks=0, codec="ffv1")
     out = tmp_path / "out.mp4"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, "--preset", "ultrafast"],
-                      capsys)
+    args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, "--preset", "ultrafast"]
+    status, err = run(args, capsys)
     assert status == 0, err
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))
@@ -410,7 +412,8 @@ def test_unwritable_output_folder_fails_cleanly(tmp_path, tinted_model, capsys, 
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", refuse)
-    status, err = run(["colorize", str(source), "-o", str(target_dir / "out.mp4"), "--model", tinted_model], capsys)
+    args = ["colorize", str(source), "-o", str(target_dir / "out.mp4"), "--model", tinted_model, *SMALL]
+    status, err = run(args, capsys)
     assert status == 1 and "not writable" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert os.listdir(target_dir) == []
@@ -486,7 +489,7 @@ def test_second_angle_and_cover_art_are_copied_where_possible(tmp_path, tinted_m
     source = tmp_path / "multi.mp4"
     make_multi_angle(source)
     out = tmp_path / f"out{ext}"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL], capsys)
     assert status == 0, err
     streams = video_streams(out)
     assert len(streams) == kept
