@@ -108,10 +108,10 @@ def _tqdm_progress(quiet: bool):
 @click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
               help="Steadier colors over time: 'blend' mixes in the previous frame's colors; 'flow' moves them "
                    "along the motion first and mixes only where they fit (no trails behind moving things). "
-                   "Resets at scene cuts. Default: blend if --smooth is above 0, else none.")
+                   "Resets at scene cuts. Default: flow (none with --smooth 0).")
 @click.option("--smooth", type=click.FloatRange(0, 1), default=None,
-              help="How much of the previous frame's color to keep, 0..1 (default 0.5 with --temporal blend or "
-                   "flow; 0 = none).")
+              help="How much of the previous frame's color to keep, 0..1 (default 0.7 for flow, 0.5 for blend; "
+                   "0 = none).")
 @click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")

@@ -54,8 +54,8 @@ class ColorizeOptions:
     device: str = "auto"
     batch_size: int = 8
     render_size: int = 256
-    smooth: float = 0.0  # temporal smoothing strength, 0..1; 0 = off
-    temporal: str | None = None  # "none", "blend" or "flow"; None = "blend" (with smooth > 0)
+    smooth: float = 0.7  # temporal smoothing strength, 0..1; 0 = off
+    temporal: str | None = "flow"  # "none", "blend" or "flow" (see smoothing.temporal_settings)
     half: bool | None = None  # None: half precision on CUDA only
     codec: str | None = None
     crf: int | None = None

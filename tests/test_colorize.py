@@ -229,7 +229,7 @@ def test_flow_smoothing_keeps_luma_and_timestamps(tmp_path, tinted_model, capsys
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--temporal", "flow", "--batch-size", "5"]
     status, err = run(args, capsys)
     assert status == 0, err
-    assert calls == [(0.5, 5), (0.5, 5), (0.5, 2)]  # the default strength, every batch
+    assert calls == [(0.7, 5), (0.7, 5), (0.7, 2)]  # the default strength, every batch
     assert mean_chroma_offset(out) > 10.0
     assert y_psnr(source, out) >= 45.0
     assert read_video_pts(out) == pts

@@ -147,10 +147,11 @@ def test_flow_smoothing_with_strength_zero_is_off():
 
 
 @pytest.mark.parametrize("temporal,smooth,expected", [
-    (None, None, ("none", 0.0)),
-    (None, 0.3, ("blend", 0.3)),
+    (None, None, ("flow", DEFAULT_STRENGTH["flow"])),
+    (None, 0.3, ("flow", 0.3)),
     (None, 0.0, ("none", 0.0)),
-    ("flow", None, ("flow", DEFAULT_STRENGTH)),
+    ("flow", None, ("flow", DEFAULT_STRENGTH["flow"])),
+    ("blend", None, ("blend", DEFAULT_STRENGTH["blend"])),
     ("blend", 0.8, ("blend", 0.8)),
     ("none", None, ("none", 0.0)),
 ])

@@ -217,7 +217,7 @@ def test_evaluate_with_flow_smoothing(monkeypatch, capsys, clip, model_file):
                                "--render-size", RENDER, "--batch-size", 4, "--temporal", "flow", "--json")
     assert status == 0, err
     report = json.loads(out)
-    assert (report["settings"]["temporal"], report["settings"]["smooth"]) == ("flow", 0.5)
+    assert (report["settings"]["temporal"], report["settings"]["smooth"]) == ("flow", 0.7)
     assert report["clips"][0]["frames"] == 6 and report["clips"][0]["output"]["luma_psnr"] >= 40
 
 
