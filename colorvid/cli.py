@@ -58,6 +58,19 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 # --- colorize --------------------------------------------------------------
 
 
+def model_options(command):
+    """--model, --device, --batch-size and --render-size, as colorize and evaluate take them."""
+    for option in reversed([
+        click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
+                     help="Short side in pixels at which the network sees the frames."),
+    ]):
+        command = option(command)
+    return command
+
+
 def _chunks_parser(name: str):
     """A click callback parsing an option with ``colorvid.chunks.<name>`` (ValueError: usage error)."""
 
@@ -100,11 +113,7 @@ def _tqdm_progress(quiet: bool):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output file, or a folder when there are several inputs (or a folder/glob).")
-@click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
-              help="Short side in pixels at which the network sees the frames.")
+@model_options
 @click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
               help="Steadier colors over time: 'blend' mixes in the previous frame's colors; 'flow' moves them "
                    "along the motion first and mixes only where they fit (no trails behind moving things). "
@@ -287,11 +296,7 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
 @click.option("--colorized", type=click.Path(exists=True, path_type=Path), default=None,
               help="Score these outputs instead of colorizing: the output of one reference (file or frame folder), "
                    "or a folder holding each reference's output under the reference's name (any extension).")
-@click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
-              help="Short side in pixels at which the network sees the frames.")
+@model_options
 @click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
               help="Temporal smoothing mode, as in 'colorize'.")
 @click.option("--smooth", type=click.FloatRange(0, 1), default=None, help="Temporal smoothing strength, as in 'colorize'.")
