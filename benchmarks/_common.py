@@ -158,3 +158,19 @@ def repeat_clip(source: Path, target: Path, repeats: int) -> None:
                     packet.stream = streams[packet.stream_index]
                     out.mux(packet)
     os.replace(temp, target)
+
+
+def add_pipeline_arguments(parser) -> None:
+    """--model, --device, --batch-size and --render-size, as the colorize pipeline takes them."""
+    parser.add_argument("--model", help="model name or file (default: the registry default)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--render-size", type=int, default=256)
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows of strings as left-aligned columns, after a blank line."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -69,10 +69,7 @@ def growth(samples: list[tuple[float, int]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model name or file (default: the registry default)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--render-size", type=int, default=256)
+    _common.add_pipeline_arguments(parser)
     parser.add_argument("--minutes", default="1,10", help="lengths of the short and the long input")
     parser.add_argument("--workdir", help="keep the inputs and outputs here (default: a temporary folder)")
     args = parser.parse_args()

@@ -77,10 +77,7 @@ def main() -> None:
         rows.append((label, f"{height}x{width}", str(args.batch_size), f"{fps:.1f}", f"{1000 / fps:.1f}",
                      f"{fps / TARGET_FPS:.2f}x {'ok' if fps >= TARGET_FPS else 'MISSED'}"))
         print(f"  {label}: {runs} batches", flush=True)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    _common.print_table(rows)
 
 
 if __name__ == "__main__":

@@ -75,10 +75,7 @@ def best_of(repeat: int, run) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model name or file (default: the registry default)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--render-size", type=int, default=256)
+    _common.add_pipeline_arguments(parser)
     parser.add_argument("--input", action="append", default=[], help="measure this file (repeatable)")
     parser.add_argument("--resolutions", default="480p,720p,1080p",
                         help=f"synthetic clips: {', '.join(_common.RESOLUTIONS)}")
@@ -116,10 +113,7 @@ def main() -> None:
                      f"{colored / seconds:.2f}", f"{ratio:.3f}x", verdict))
         print(f"  {name}: decode+encode {frames} frames in {plain:.1f} s, colorize {colored} in {seconds:.1f} s",
               flush=True)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    _common.print_table(rows)
 
 
 if __name__ == "__main__":

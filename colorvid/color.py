@@ -55,12 +55,16 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack((lightness, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
 
 
+def luminance_to_lightness(y: torch.Tensor) -> torch.Tensor:
+    """Relative luminance Y (linear, white = 1) -> Lab L."""
+    f = torch.where(y > _EPSILON, y.clamp_min(_EPSILON) ** (1 / 3), _KAPPA_SLOPE * y + 16 / 116)
+    return 116 * f - 16
+
+
 def rgb_to_lightness(rgb: torch.Tensor) -> torch.Tensor:
     """Only the L channel of :func:`rgb_to_lab`, shape (..., 1, H, W)."""
     lin = srgb_to_linear(rgb)
-    y = (_matrix(_XYZ_FROM_RGB[1], rgb).view(3, 1, 1) * lin).sum(-3, keepdim=True)
-    f = torch.where(y > _EPSILON, y.clamp_min(_EPSILON) ** (1 / 3), _KAPPA_SLOPE * y + 16 / 116)
-    return 116 * f - 16
+    return luminance_to_lightness((_matrix(_XYZ_FROM_RGB[1], rgb).view(3, 1, 1) * lin).sum(-3, keepdim=True))
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:

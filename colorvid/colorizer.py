@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorvid.color import lab_to_rgb, rgb_to_chroma, rgb_to_lab, srgb_to_linear
+from colorvid.color import lab_to_rgb, luminance_to_lightness, rgb_to_chroma, rgb_to_lab, srgb_to_linear
 from colorvid.model import Colorizer, inference_size
 from colorvid.smoothing import MotionSmoother, TemporalSmoother
 
@@ -92,9 +92,8 @@ def luma_to_lightness(y: torch.Tensor, bit_depth: int, full_range: bool) -> torc
     else:
         scale = 1 << (bit_depth - 8)
         gray = (y - 16.0 * scale) / (219.0 * scale)
-    lin = srgb_to_linear(gray.clamp(0, 1))
-    f = torch.where(lin > 0.008856, lin.clamp_min(0.008856) ** (1 / 3), 7.787 * lin + 16 / 116)
-    return 116 * f - 16
+    # a gray's luminance is its linear value, since the luminance weights sum to 1
+    return luminance_to_lightness(srgb_to_linear(gray.clamp(0, 1)))
 
 
 @dataclass

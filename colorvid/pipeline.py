@@ -178,12 +178,6 @@ class Pipeline:
         self.progress = progress
         self._model_id: str | None = None
 
-    def run(self, jobs: list[Job]) -> list[FileResult]:
-        results = []
-        for job in jobs:
-            results.append(self.run_one(job))
-        return results
-
     def run_one(self, job: Job) -> FileResult:
         start = time.monotonic()
         result = FileResult(str(job.input), str(job.output), "ok")
