@@ -114,13 +114,15 @@ def _tqdm_progress(quiet: bool):
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output file, or a folder when there are several inputs (or a folder/glob).")
 @model_options
-@click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
+@click.option("--temporal", type=click.Choice(["none", "blend", "flow", "model"]), default=None,
               help="Steadier colors over time: 'blend' mixes in the previous frame's colors; 'flow' moves them "
-                   "along the motion first and mixes only where they fit (no trails behind moving things). "
-                   "Resets at scene cuts. Default: flow (none with --smooth 0).")
+                   "along the motion first and mixes only where they fit (no trails behind moving things); "
+                   "'model' lets the model's previous-frame head decide that mix per pixel. "
+                   "Resets at scene cuts. Default: model when the model has that head, else flow "
+                   "(none with --smooth 0).")
 @click.option("--smooth", type=click.FloatRange(0, 1), default=None,
-              help="How much of the previous frame's color to keep, 0..1 (default 0.7 for flow, 0.5 for blend; "
-                   "0 = none).")
+              help="How much of the previous frame's color to keep, 0..1 (default 0.7 for flow, 0.5 for blend, "
+                   "at most 0.8 for model; 0 = none).")
 @click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
@@ -169,7 +171,7 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
     if (segment or time_range) and len(inputs) != 1:
         raise click.UsageError("--segment and --range take one input file")
     try:
-        temporal, smooth = temporal_settings(temporal, smooth)
+        temporal_settings(temporal, smooth, has_head=True)  # the model's own default is settled when it is loaded
     except ValueError as exc:
         raise click.UsageError(f"--temporal and --smooth: {exc}") from None
     if suffix is not None and not suffix.startswith("."):
@@ -265,26 +267,45 @@ def join(parts, output, source, overwrite, keep_parts):
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--video-step", type=click.IntRange(min=1), default=10, show_default=True,
               help="Use every k-th frame of video files.")
+@click.option("--loss", type=click.Choice(["huber", "mse"]), default="huber", show_default=True,
+              help="Regression loss on ab: huber is more vivid, mse scores higher PSNR and is more cautious with color.")
+@click.option("--previous-frame", is_flag=True,
+              help="Train the previous-frame head of the --init model (which stays as it is) on consecutive frames: "
+                   "video files, vid-<source>-<sequence>-<frame> images, and synthetic motion made from stills.")
+@click.option("--beta", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="With --previous-frame: weight of the error against the truth; the rest ties each output "
+                   "to the previous one.")
 @verbosity_options
 @click.pass_context
-def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step):
+def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step, loss, previous_frame,
+          beta):
     """Train or fine-tune a colorizer on folders of color images and videos.
 
     Example: colorvid train ~/photos ~/newsreels -o runs/mine --init colorvid-base
+
+    Example: colorvid train ~/newsreels -o runs/steady --init runs/mine/best.safetensors --previous-frame
     """
     from colorvid import train as training
 
     if size % 32:
         raise click.BadParameter("must be a multiple of 32", param_hint="--size")
+    if previous_frame and init in ("imagenet", "none"):
+        raise click.UsageError("--previous-frame trains on top of a colorvid model: pass --init MODEL")
     if init not in ("imagenet", "none"):
         from colorvid.weights import resolve, load_registry
 
         init = str(resolve(init, load_registry()))
     options = training.TrainOptions(
         data=tuple(data), out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
-        init=init, val_fraction=val_fraction, video_step=video_step,
+        init=init, val_fraction=val_fraction, video_step=video_step, loss=loss,
     )
-    best = training.train(options, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+    show_progress = not ctx.obj["quiet"] and sys.stderr.isatty()
+    if previous_frame:
+        from colorvid.temporal_training import train_previous_frame
+
+        best = train_previous_frame(options, beta=beta, progress=show_progress)
+    else:
+        best = training.train(options, progress=show_progress)
     click.echo(str(best))
 
 
@@ -297,7 +318,7 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
               help="Score these outputs instead of colorizing: the output of one reference (file or frame folder), "
                    "or a folder holding each reference's output under the reference's name (any extension).")
 @model_options
-@click.option("--temporal", type=click.Choice(["none", "blend", "flow"]), default=None,
+@click.option("--temporal", type=click.Choice(["none", "blend", "flow", "model"]), default=None,
               help="Temporal smoothing mode, as in 'colorize'.")
 @click.option("--smooth", type=click.FloatRange(0, 1), default=None, help="Temporal smoothing strength, as in 'colorize'.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Score at most N frames of each clip.")
@@ -338,7 +359,7 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
     from colorvid.smoothing import temporal_settings
 
     try:
-        temporal, smooth = temporal_settings(temporal, smooth)
+        temporal_settings(temporal, smooth, has_head=True)  # the model's own default is settled when it is loaded
     except ValueError as exc:
         raise click.UsageError(f"--temporal and --smooth: {exc}") from None
 

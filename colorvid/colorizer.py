@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from colorvid.color import lab_to_rgb, luminance_to_lightness, rgb_to_chroma, rgb_to_lab, srgb_to_linear
+from colorvid.errors import ColorizeError
 from colorvid.model import Colorizer, inference_size
-from colorvid.smoothing import MotionSmoother, TemporalSmoother
+from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
 
@@ -128,8 +129,9 @@ class FrameColorizer:
         """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the Y'CbCr
         the frames are written in; the ``source_`` pair, where it differs, the decoded
         frames' (they are converted on the way in).
-        ``temporal`` ("none", "blend", "flow"; None = "blend") picks the smoother,
-        ``smooth`` its strength (0 = off whatever the mode)."""
+        ``temporal`` ("none", "blend", "flow", "model"; None = "blend") picks the smoother,
+        ``smooth`` its strength (0 = off whatever the mode); "model" needs a model with a
+        temporal head (the previous-frame model)."""
         self.model = model
         self.device = device
         self.matrix = matrix
@@ -144,8 +146,13 @@ class FrameColorizer:
         )
         self.render_size = render_size
         self.dtype = torch.float16 if half else torch.float32
-        if temporal == "flow":
-            self.smoother: TemporalSmoother = MotionSmoother(smooth)
+        if temporal == "model":
+            if getattr(model, "temporal", None) is None:
+                raise ColorizeError("--temporal model: this model has no previous-frame head "
+                                    "(train one with 'colorvid train --previous-frame'), use --temporal flow")
+            self.smoother: TemporalSmoother = ModelSmoother(smooth, model.temporal)
+        elif temporal == "flow":
+            self.smoother = MotionSmoother(smooth)
         else:
             self.smoother = TemporalSmoother(0.0 if temporal == "none" else smooth)
         self.cuts = 0
@@ -183,13 +190,18 @@ class FrameColorizer:
         y_small = F.interpolate(y_chroma, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
         l_small = luma_to_lightness(y_small, bit_depth, full_range)
         model_in = l_small.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        ab_low = self.model(model_in).float()
+        features = None
+        if isinstance(self.smoother, ModelSmoother):
+            features, ab_low = self.model.trunk(model_in)
+        else:
+            ab_low = self.model(model_in)
+        ab_low = ab_low.float()
 
         # Colors are turned into Cb/Cr at the model's small size, then brought up to the
         # chroma planes' size by a guided filter on luma: at full size only a
         # multiply-add per sample remains, whatever the frame size.
         l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
-        ab_low, cuts = self.smoother(ab_low, l_low)
+        ab_low, cuts = self.smoother(ab_low, l_low, features)
         self.cuts += int(cuts[1:].sum()) if len(cuts) > 1 else 0
         chroma_low = rgb_to_chroma(lab_to_rgb(torch.cat((l_low, ab_low), dim=1)), self.matrix, full_range, bit_depth)
         y_low = F.interpolate(y_small, size=ab_low.shape[-2:], mode="area")

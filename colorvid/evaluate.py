@@ -385,7 +385,7 @@ def evaluate(
         from colorvid.pipeline import Pipeline
 
         pipeline = Pipeline(options.colorize)
-        opts = options.colorize
+        opts = pipeline.options  # with the temporal mode and strength settled for the model
         settings.update(model=opts.model, device=str(pipeline.device), render_size=opts.render_size,
                         smooth=opts.smooth, temporal=opts.temporal, batch_size=opts.batch_size)
     results = []
@@ -400,7 +400,7 @@ def evaluate(
 def _colorize_and_score(clip: Clip, pipeline, options: EvaluateOptions, progress: ProgressFactory) -> ClipScores:
     from colorvid.colorizer import FrameColorizer
 
-    opts = options.colorize
+    opts = pipeline.options
     with open_clip(clip) as (fmt, frames):
         colorizer = FrameColorizer(pipeline.model, pipeline.device, fmt.matrix, fmt.full_range, opts.render_size,
                                    opts.smooth, pipeline.half, temporal=opts.temporal)

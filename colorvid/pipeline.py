@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import torch
 
 from colorvid.errors import ColorizeError, InputError, OutputError
+from colorvid.smoothing import temporal_settings
 
 if TYPE_CHECKING:
     from colorvid.chunks import FrameRange
@@ -54,8 +55,8 @@ class ColorizeOptions:
     device: str = "auto"
     batch_size: int = 8
     render_size: int = 256
-    smooth: float = 0.7  # temporal smoothing strength, 0..1; 0 = off
-    temporal: str | None = "flow"  # "none", "blend" or "flow" (see smoothing.temporal_settings)
+    smooth: float | None = None  # temporal smoothing strength, 0..1; 0 = off; None: the mode's default
+    temporal: str | None = None  # "none", "blend", "flow", "model"; None: the model's default (temporal_settings)
     half: bool | None = None  # None: half precision on CUDA only
     codec: str | None = None
     crf: int | None = None
@@ -175,6 +176,12 @@ class Pipeline:
             raise ColorizeError(str(exc)) from None
         self.half = options.half if options.half is not None else self.device.type == "cuda"
         self.model = open_model(options.model, self.device, self.half, optimize=True)
+        has_head = getattr(self.model, "temporal", None) is not None
+        try:
+            temporal, smooth = temporal_settings(options.temporal, options.smooth, has_head)
+        except ValueError as exc:
+            raise ColorizeError(f"{options.model or 'the default model'}: {exc}") from None
+        self.options = options = replace(options, temporal=temporal, smooth=smooth)
         self.progress = progress
         self._model_id: str | None = None
 

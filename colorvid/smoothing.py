@@ -30,28 +30,33 @@ CUT_MEAN_DIFF = 25.0
 # over 3 x 3 pixels): 1 for e = 0, 0.37 at e = WARP_TOLERANCE, ~0 from twice that.
 WARP_TOLERANCE = 4.0
 
-TEMPORAL_MODES = ("none", "blend", "flow")
+TEMPORAL_MODES = ("none", "blend", "flow", "model")
 DEFAULT_MODE = "flow"
 # Strength of each mode when none is given. Flow at 0.7 is the default: on the six
 # color clips it cut color flicker (CDC) by 26% against frame-by-frame, with PSNR
 # +0.11 dB and colorfulness -2% (docs/MODEL_CARD.md); blend at 0.5 cut it by 20%.
-DEFAULT_STRENGTH = {"none": 0.0, "blend": 0.5, "flow": 0.7}
+DEFAULT_STRENGTH = {"none": 0.0, "blend": 0.5, "flow": 0.7, "model": 0.8}
 
 
-def temporal_settings(mode: str | None, strength: float | None) -> tuple[str, float]:
+def temporal_settings(mode: str | None, strength: float | None, has_head: bool = False) -> tuple[str, float]:
     """The smoothing to run, from a mode and a strength that may each be unset (None).
 
-    No mode: DEFAULT_MODE, or "none" when the strength is 0. No strength: the
-    mode's DEFAULT_STRENGTH.
+    No mode: "model" for a model with a previous-frame head (``has_head``), else
+    DEFAULT_MODE; "none" when the strength is 0. No strength: the mode's
+    DEFAULT_STRENGTH.
 
     Raises:
-        ValueError: an unknown mode, or a mode and strength that contradict each
-            other ("none" with a strength above 0, "blend"/"flow" with 0).
+        ValueError: an unknown mode, a mode and strength that contradict each
+            other ("none" with a strength above 0, the others with 0), or
+            "model" without ``has_head``.
     """
     if mode is not None and mode not in TEMPORAL_MODES:
         raise ValueError(f"unknown temporal mode {mode!r}: choose from {', '.join(TEMPORAL_MODES)}")
+    if mode == "model" and not has_head:
+        raise ValueError("temporal mode 'model' needs a model with a previous-frame head "
+                         "(made by 'colorvid train --previous-frame')")
     if mode is None:
-        mode = "none" if strength == 0 else DEFAULT_MODE
+        mode = "none" if strength == 0 else ("model" if has_head else DEFAULT_MODE)
     if strength is None:
         return mode, DEFAULT_STRENGTH[mode]
     if mode == "none" and strength > 0:
@@ -131,8 +136,13 @@ class TemporalSmoother:
         self._prev_lightness = lightness[-1:].clone()
         return cuts, previous
 
-    def __call__(self, ab: torch.Tensor, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags)."""
+    def __call__(
+        self, ab: torch.Tensor, lightness: torch.Tensor, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags).
+
+        ``features`` (the decoder's, for ModelSmoother) are not used here.
+        """
         cuts, _ = self._next_cuts(lightness)
         if self.strength == 0.0:
             return ab, cuts
@@ -160,31 +170,71 @@ class MotionSmoother(TemporalSmoother):
         super().__init__(strength)
         self.tolerance = tolerance
 
-    def __call__(self, ab: torch.Tensor, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags)."""
+    def __call__(
+        self, ab: torch.Tensor, lightness: torch.Tensor, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ab (B, 2, h, w) and L (B, 1, h, w) at the same small size -> (smoothed ab, cut flags).
+
+        ``features``: the decoder features of the batch, for ModelSmoother.
+        """
         cuts, previous = self._next_cuts(lightness)
         if self.strength == 0.0:
             return ab, cuts
         # everything that depends only on L is done for the whole batch at once
         prev_l = torch.cat((lightness[:1] if previous is None else previous, lightness[:-1]))
         flow = estimate_flow(prev_l, lightness)
-        weight = self.strength * self.confidence(prev_l, lightness, flow)
-        # the recursion itself: one small warp and blend per frame
+        confidence = self.confidence(prev_l, lightness, flow)
+        # the recursion itself: one small warp and mix per frame
         out = torch.empty_like(ab)
         prev = self._prev_ab
         for i in range(ab.shape[0]):
             if prev is None or cuts[i]:
                 prev = ab[i]
             else:
-                warped = warp(prev.unsqueeze(0), flow[i : i + 1])[0]
-                prev = torch.lerp(ab[i], warped, weight[i])
+                warped = warp(prev.unsqueeze(0), flow[i : i + 1])
+                own, trust = ab[i : i + 1], confidence[i : i + 1]
+                prev = self.mix(own, warped, trust, None if features is None else features[i : i + 1])[0]
             out[i] = prev
         self._prev_ab = prev.clone()
         return out, cuts
 
+    def mix(
+        self, own: torch.Tensor, warped: torch.Tensor, confidence: torch.Tensor, features: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One frame's output from its own ab and the warped previous output (all (1, C, h, w))."""
+        return torch.lerp(own, warped, self.strength * confidence)
+
     def confidence(self, prev_l: torch.Tensor, cur_l: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        """(B, 1, h, w) in 0..1: how well ``flow`` carries the previous L onto the current L."""
-        residual = cur_l.float() - warp(prev_l.float(), flow)
-        residual = residual - residual.mean((-2, -1), keepdim=True)  # film flicker is not a mismatch
-        error = F.avg_pool2d(residual.abs(), 3, stride=1, padding=1, count_include_pad=False)
-        return torch.exp(-((error / self.tolerance) ** 2)) * inside(flow)
+        return warp_confidence(prev_l, cur_l, flow, self.tolerance)
+
+
+def warp_confidence(
+    prev_l: torch.Tensor, cur_l: torch.Tensor, flow: torch.Tensor, tolerance: float = WARP_TOLERANCE
+) -> torch.Tensor:
+    """(B, 1, h, w) in 0..1: how well ``flow`` carries the previous L onto the current L."""
+    residual = cur_l.float() - warp(prev_l.float(), flow)
+    residual = residual - residual.mean((-2, -1), keepdim=True)  # film flicker is not a mismatch
+    error = F.avg_pool2d(residual.abs(), 3, stride=1, padding=1, count_include_pad=False)
+    return torch.exp(-((error / tolerance) ** 2)) * inside(flow)
+
+
+class ModelSmoother(MotionSmoother):
+    """The previous-frame model: a learned TemporalHead decides how much of the warped
+    previous output each pixel keeps, instead of a fixed blend.
+
+    Same warp and confidence as MotionSmoother; ``strength`` caps the share of the
+    previous colors (see :func:`colorvid.model.follow_previous`). Called with the
+    decoder features of the batch besides ab and L.
+    """
+
+    def __init__(self, strength: float, head, tolerance: float = WARP_TOLERANCE):
+        super().__init__(strength, tolerance)
+        self.head = head
+
+    def mix(
+        self, own: torch.Tensor, warped: torch.Tensor, confidence: torch.Tensor, features: torch.Tensor | None
+    ) -> torch.Tensor:
+        from colorvid.model import follow_previous
+
+        gate = self.head(features.to(own.dtype), own, warped, confidence)
+        return follow_previous(gate, own, warped, confidence, self.strength)

@@ -2,7 +2,7 @@
 
 Both heads of :class:`colorvid.model.Colorizer` are trained together: a
 classification loss over quantized ab bins with class rebalancing (Zhang et
-al. 2016) and a Huber loss on ab. Validation reports PSNR and colorfulness
+al. 2016) and a Huber or squared-error loss on ab. Validation reports PSNR and colorfulness
 for both read-outs, so the shipped file can use the one that measures better.
 """
 
@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ class TrainOptions:
     val_fraction: float = 0.05
     video_step: int = 10  # every k-th frame of video files
     regression_weight: float = 1.0
+    loss: str = "huber"  # regression loss: "huber" (median-like, vivid) or "mse" (mean-like, best PSNR)
     checkpoint_minutes: float = 10.0
     seed: int = 0
     threads: int = 0
@@ -220,6 +222,24 @@ def classification_loss(logits: torch.Tensor, ab: torch.Tensor, centers: torch.T
 # --- model set-up -------------------------------------------------------------------
 
 
+HUBER_BETA = 0.05  # in units of 110 ab: quadratic below 5.5 Lab units
+
+
+def regression_loss(predicted_ab: torch.Tensor, target_ab: torch.Tensor, kind: str) -> torch.Tensor:
+    """Huber on ab (L1 beyond 5.5 units), or squared error scaled to match Huber's quadratic part.
+
+    Squared error is minimised by the conditional mean, which is what PSNR
+    rewards: on an ambiguous surface (a white wall that could be cream) it
+    predicts the average tint, where Huber's median-like optimum picks a colour.
+    """
+    predicted, target = predicted_ab / 110, target_ab / 110
+    if kind == "mse":
+        return 0.5 * F.mse_loss(predicted, target) / HUBER_BETA
+    if kind == "huber":
+        return F.smooth_l1_loss(predicted, target, beta=HUBER_BETA)
+    raise ValueError(f"unknown regression loss {kind!r}")
+
+
 def imagenet_encoder_state() -> dict[str, torch.Tensor]:
     """EfficientNet-Lite0 ImageNet weights mapped onto our encoder, stem folded to one channel."""
     try:
@@ -317,8 +337,6 @@ def _checkpoint_path(out_dir: Path) -> Path:
 
 def train(options: TrainOptions, progress: bool = True) -> Path:
     """Train (resuming from out_dir/checkpoint.pt when present); returns the best model file."""
-    from tqdm import tqdm
-
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
@@ -351,7 +369,7 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
         class_weights = saved["class_weights"]
         log.info("resumed from %s at step %d (epoch %d)", ckpt, step, step // steps_per_epoch)
 
-    def save_checkpoint() -> None:
+    def save_checkpoint(step: int) -> None:
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                     "best_score": best_score, "history": history, "class_weights": class_weights,
@@ -361,49 +379,68 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
     rng = np.random.default_rng(options.seed + step)
     model.train()
     best_path = options.out_dir / "best.safetensors"
+
+    def train_step(step: int) -> float:
+        scale = 0.5 * (1 + math.cos(math.pi * step / total_steps))  # cosine decay
+        warm = min(1.0, (step + 1) / 200)
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * scale * warm
+        rgb = random_batch(train_images, options.batch_size, options.size, rng)
+        lab = rgb_to_lab(rgb)
+        target_ab = F.avg_pool2d(lab[:, 1:], OUTPUT_STRIDE)
+        regression, logits = model.heads(lab[:, :1].contiguous())
+        loss = options.regression_weight * regression_loss(regression, target_ab, options.loss)
+        if logits is not None:
+            loss = loss + classification_loss(logits, target_ab, model.ab_centers, class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def end_epoch(epoch: int, step: int, mean_loss: float) -> None:
+        nonlocal best_score
+        metrics = validate(model, val_batch, options.batch_size)
+        metrics.update(epoch=epoch, step=step, loss=mean_loss, minutes=(time.time() - t0) / 60)
+        history.append(metrics)
+        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 3) for k, v in metrics.items()}))
+        readout, score = _best_readout(metrics)
+        if score > best_score:
+            best_score = score
+            export(model, best_path, readout, metrics)
+        save_checkpoint(step)
+        (options.out_dir / "history.json").write_text(json.dumps(history, indent=1))
+
+    run_epochs(options, step, steps_per_epoch, train_step, end_epoch, save_checkpoint, progress)
+    return best_path
+
+
+def run_epochs(
+    options: TrainOptions, step: int, steps_per_epoch: int, train_step: Callable[[int], float],
+    end_epoch: Callable[[int, int, float], None], save_checkpoint: Callable[[int], None], progress: bool,
+) -> None:
+    """The loop both trainings share: ``train_step(step)`` -> loss, a progress bar per epoch,
+    a checkpoint every ``options.checkpoint_minutes``, and ``end_epoch(epoch, step, mean loss)``."""
+    from tqdm import tqdm
+
+    total_steps = steps_per_epoch * options.epochs
     last_save = time.time()
     while step < total_steps:
         epoch = step // steps_per_epoch
         bar = tqdm(total=steps_per_epoch, initial=step % steps_per_epoch, desc=f"epoch {epoch + 1}/{options.epochs}",
                    disable=not progress, unit="batch", dynamic_ncols=True)
-        running = 0.0
-        n_running = 0
+        running, n_running = 0.0, 0
         while step < (epoch + 1) * steps_per_epoch:
-            scale = 0.5 * (1 + math.cos(math.pi * step / total_steps))  # cosine decay
-            warm = min(1.0, (step + 1) / 200)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * scale * warm
-            rgb = random_batch(train_images, options.batch_size, options.size, rng)
-            lab = rgb_to_lab(rgb)
-            target_ab = F.avg_pool2d(lab[:, 1:], OUTPUT_STRIDE)
-            regression, logits = model.heads(lab[:, :1].contiguous())
-            loss = options.regression_weight * F.smooth_l1_loss(regression / 110, target_ab / 110, beta=0.05)
-            if logits is not None:
-                loss = loss + classification_loss(logits, target_ab, model.ab_centers, class_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            running += loss.item()
+            running += train_step(step)
             n_running += 1
+            step += 1
             bar.set_postfix(loss=f"{running / n_running:.4f}")
             bar.update()
             if time.time() - last_save > options.checkpoint_minutes * 60:
-                save_checkpoint()
+                save_checkpoint(step)
                 last_save = time.time()
         bar.close()
-        metrics = validate(model, val_batch, options.batch_size)
-        metrics.update(epoch=epoch + 1, step=step, loss=running / max(1, n_running), minutes=(time.time() - t0) / 60)
-        history.append(metrics)
-        log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 3) for k, v in metrics.items()}))
-        readout, score = _best_readout(metrics)
-        if score > best_score:
-            best_score = score
-            export(model, best_path, readout, metrics)
-        save_checkpoint()
+        end_epoch(epoch + 1, step, running / max(1, n_running))
         last_save = time.time()
-        (options.out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    return best_path
 
 
 def _best_readout(metrics: dict[str, float]) -> tuple[str, float]:

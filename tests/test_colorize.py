@@ -218,9 +218,9 @@ def test_flow_smoothing_keeps_luma_and_timestamps(tmp_path, tinted_model, capsys
     calls = []
     original = MotionSmoother.__call__
 
-    def spy(self, ab, lightness):
+    def spy(self, ab, lightness, features=None):
         calls.append((self.strength, len(ab)))
-        return original(self, ab, lightness)
+        return original(self, ab, lightness, features)
 
     monkeypatch.setattr(MotionSmoother, "__call__", spy)
     source = tmp_path / "film.mkv"
