@@ -269,6 +269,9 @@ def join(parts, output, source, overwrite, keep_parts):
               help="Use every k-th frame of video files.")
 @click.option("--loss", type=click.Choice(["huber", "mse"]), default="huber", show_default=True,
               help="Regression loss on ab: huber is more vivid, mse scores higher PSNR and is more cautious with color.")
+@click.option("--balance", is_flag=True,
+              help="Sample each DATA folder in proportion to the square root of its size, so a small folder "
+                   "(your own footage) is not drowned by a big one.")
 @click.option("--previous-frame", is_flag=True,
               help="Train the previous-frame head of the --init model (which stays as it is) on consecutive frames: "
                    "video files, vid-<source>-<sequence>-<frame> images, and synthetic motion made from stills.")
@@ -277,8 +280,8 @@ def join(parts, output, source, overwrite, keep_parts):
                    "to the previous one.")
 @verbosity_options
 @click.pass_context
-def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step, loss, previous_frame,
-          beta):
+def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step, loss, balance,
+          previous_frame, beta):
     """Train or fine-tune a colorizer on folders of color images and videos.
 
     Example: colorvid train ~/photos ~/newsreels -o runs/mine --init colorvid-base
@@ -297,7 +300,7 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
         init = str(resolve(init, load_registry()))
     options = training.TrainOptions(
         data=tuple(data), out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
-        init=init, val_fraction=val_fraction, video_step=video_step, loss=loss,
+        init=init, val_fraction=val_fraction, video_step=video_step, loss=loss, balance=balance,
     )
     show_progress = not ctx.obj["quiet"] and sys.stderr.isatty()
     if previous_frame:

@@ -35,7 +35,7 @@ DEFAULT_MODE = "flow"
 # Strength of each mode when none is given. Flow at 0.7 is the default: on the six
 # color clips it cut color flicker (CDC) by 26% against frame-by-frame, with PSNR
 # +0.11 dB and colorfulness -2% (docs/MODEL_CARD.md); blend at 0.5 cut it by 20%.
-DEFAULT_STRENGTH = {"none": 0.0, "blend": 0.5, "flow": 0.7, "model": 0.8}
+DEFAULT_STRENGTH = {"none": 0.0, "blend": 0.5, "flow": 0.7, "model": 0.9}
 
 
 def temporal_settings(mode: str | None, strength: float | None, has_head: bool = False) -> tuple[str, float]:

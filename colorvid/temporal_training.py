@@ -1,21 +1,23 @@
 """Training the previous-frame model: a TemporalHead on top of a trained colorizer.
 
 The encoder and decoder of an existing colorvid model stay as they are; only
-the small :class:`~colorvid.model.TemporalHead` learns, from pairs of
+the small :class:`~colorvid.model.TemporalHead` learns, from short runs of
 consecutive frames:
 
-- real pairs: neighbouring frames of the video sequences in the data
-  (``vid-<source>-<sequence>-<frame>`` images in name order, and frame k and
-  k + 1 of every k-th frame of video files);
-- synthetic pairs from any image: the second frame is the first seen by a
+- real runs: neighbouring frames of the video sequences in the data
+  (``vid-<source>-<sequence>-<frame>`` images in name order, and frames k,
+  k + 1, ... of every k-th frame of video files);
+- synthetic runs from any image: each frame is the one before seen by a
   camera that moved a little (shift, zoom, small rotation), with a patch of
-  another image moving over both as an object would (occlusions, new colors).
+  another image moving over them as an object would (occlusions, new colors).
 
-The previous output the head sees is what it would get at inference: the
-model's own colors for the previous frame, mixed with the truth by a random
-amount (a steadied output is closer to the truth than a raw one), warped with
-the same optical flow and weighted by the same confidence as in
-:class:`~colorvid.smoothing.ModelSmoother`. The loss is
+Each run of SEQUENCE_LENGTH frames is colorized as inference does it: the
+first frame takes its own colors, and every later one gets the head's output
+for the frame before, warped with the same optical flow and weighted by the
+same confidence as in :class:`~colorvid.smoothing.ModelSmoother`. So the head
+learns from its own outputs, not from the truth it never has at inference
+(trained on the truth, an earlier head learned to trust the previous frame
+fully everywhere). The loss, over the frames after the first, is
 ``beta * error(out, truth) + (1 - beta) * confidence * change(out, warped previous)``;
 the CS230 report on previous-frame colorization used beta = 0.8.
 """
@@ -29,6 +31,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,15 +51,16 @@ from colorvid.train import (
 log = logging.getLogger("colorvid.train")
 
 STRENGTH = DEFAULT_STRENGTH["model"]  # the cap on the previous colors' share, as at inference
-CUT_FRACTION = 0.05  # synthetic pairs whose second frame is another picture: a missed scene cut
-OBJECT_FRACTION = 0.5  # synthetic pairs with a moving object
-VALIDATION_PAIRS = 256  # at most; fixed crops and motions, the same every epoch
+SEQUENCE_LENGTH = 3  # frames per training run
+CUT_FRACTION = 0.05  # synthetic runs whose last frame is another picture: a missed scene cut
+OBJECT_FRACTION = 0.5  # synthetic runs with a moving object
+VALIDATION_RUNS = 256  # at most; fixed crops and motions, the same every epoch
 
 
 @dataclass
-class PairData:
-    pairs: list[tuple[np.ndarray, np.ndarray]]  # real consecutive frames, same size
-    stills: list[np.ndarray]  # every image, for synthetic pairs
+class RunData:
+    runs: list[tuple[np.ndarray, ...]]  # real consecutive frames, SEQUENCE_LENGTH of the same size
+    stills: list[np.ndarray]  # every image, for synthetic runs
 
 
 def _frame_number(path: Path) -> int:
@@ -64,39 +68,38 @@ def _frame_number(path: Path) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _video_pairs(path: Path, step: int, min_side: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _video_runs(path: Path, step: int, min_side: int) -> list[tuple[np.ndarray, ...]]:
     import av
 
-    pairs, previous = [], None
+    runs, current = [], []
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
-                if i % step not in (0, 1):
+                if i % step >= SEQUENCE_LENGTH:
                     continue
                 scale = max(1.0, min_side / min(frame.height, frame.width))
                 if scale > 1:
                     frame = frame.reformat(width=round(frame.width * scale), height=round(frame.height * scale))
-                rgb = frame.to_ndarray(format="rgb24")
-                if i % step == 1 and previous is not None:
-                    pairs.append((previous, rgb))
-                previous = rgb if i % step == 0 else None
+                current = ([] if i % step == 0 else current) + [frame.to_ndarray(format="rgb24")]
+                if len(current) == SEQUENCE_LENGTH:
+                    runs.append(tuple(current))
     except (av.FFmpegError, IndexError) as exc:
         log.warning("%s: skipped (%s)", path, exc)
-    return pairs
+    return runs
 
 
-def load_pairs(options: TrainOptions) -> tuple[PairData, PairData]:
-    """(training, validation) frame pairs and stills, split by sequence as in the colorizer's training."""
-    train, val = PairData([], []), PairData([], [])
+def load_runs(options: TrainOptions) -> tuple[RunData, RunData]:
+    """(training, validation) runs of frames and stills, split by sequence as in the colorizer's training."""
+    train, val = RunData([], []), RunData([], [])
     sequences: dict[str, list[tuple[int, np.ndarray]]] = {}
     for path in list_sources(options.data):
         target = val if _is_validation(_group_key(path), options.val_fraction) else train
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            pairs = _video_pairs(path, max(2, options.video_step), options.size)
-            target.pairs.extend(pairs)
-            target.stills.extend(first for first, _ in pairs)
+            runs = _video_runs(path, max(SEQUENCE_LENGTH, options.video_step), options.size)
+            target.runs.extend(runs)
+            target.stills.extend(run[0] for run in runs)
             continue
         image = _load_image(path, options.size)
         if image is None:
@@ -107,9 +110,10 @@ def load_pairs(options: TrainOptions) -> tuple[PairData, PairData]:
     for key, numbered in sequences.items():
         target = val if _is_validation(key, options.val_fraction) else train
         frames = [image for _, image in sorted(numbered, key=lambda item: item[0])]
-        for first, second in zip(frames, frames[1:]):
-            if first.shape == second.shape:
-                target.pairs.append((first, second))
+        for start in range(len(frames) - SEQUENCE_LENGTH + 1):
+            run = tuple(frames[start : start + SEQUENCE_LENGTH])
+            if all(f.shape == run[0].shape for f in run):
+                target.runs.append(run)
     if not train.stills or not val.stills:
         raise ColorizeError(f"need both training and validation images (got {len(train.stills)} and {len(val.stills)})")
     return train, val
@@ -119,120 +123,142 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
 
 
-def real_pair(pair: tuple[np.ndarray, np.ndarray], size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    first, second = pair
-    h, w = first.shape[:2]
+def real_run(run: tuple[np.ndarray, ...], size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(SEQUENCE_LENGTH, 3, size, size): the same crop of each frame."""
+    h, w = run[0].shape[:2]
     top, left = rng.integers(h - size + 1), rng.integers(w - size + 1)
-    crops = [_to_tensor(f[top : top + size, left : left + size]) for f in (first, second)]
-    if rng.random() < 0.5:
-        crops = [c.flip(-1) for c in crops]
-    return crops[0], crops[1]
+    crops = torch.stack([_to_tensor(f[top : top + size, left : left + size]) for f in run])
+    return crops.flip(-1) if rng.random() < 0.5 else crops
 
 
-def synthetic_pair(
-    image: np.ndarray, other: np.ndarray, size: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two frames of one picture under a small camera move, maybe with a moving patch of ``other``."""
+def synthetic_run(image: np.ndarray, other: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(SEQUENCE_LENGTH, 3, size, size): one picture under a steady small camera move, maybe with a
+    patch of ``other`` moving over it."""
     picture = _to_tensor(image)
     _, h, w = picture.shape
     top, left = rng.integers(h - size + 1), rng.integers(w - size + 1)
-    first = picture[:, top : top + size, left : left + size].clone()
-    if rng.random() < CUT_FRACTION:
-        second = synthetic_pair(other, image, size, rng)[0]
-        return first, second
     angle = math.radians(rng.uniform(-3.0, 3.0))
-    zoom = math.exp(rng.uniform(-0.05, 0.05))
+    log_zoom = rng.uniform(-0.05, 0.05)
     shift = np.clip(rng.normal(0.0, 3.0, 2), -10, 10)
     ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
     dx, dy = xs - (size - 1) / 2, ys - (size - 1) / 2
-    cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
-    src_x = left + (size - 1) / 2 + shift[0] + cos * dx - sin * dy
-    src_y = top + (size - 1) / 2 + shift[1] + sin * dx + cos * dy
-    grid = torch.stack((src_x / (w - 1) * 2 - 1, src_y / (h - 1) * 2 - 1), dim=-1).unsqueeze(0)
-    second = F.grid_sample(picture.unsqueeze(0), grid, mode="bilinear", padding_mode="reflection", align_corners=True)[0]
+    grids = []
+    for k in range(SEQUENCE_LENGTH):
+        cos, sin = math.cos(k * angle) * math.exp(k * log_zoom), math.sin(k * angle) * math.exp(k * log_zoom)
+        src_x = left + (size - 1) / 2 + k * shift[0] + cos * dx - sin * dy
+        src_y = top + (size - 1) / 2 + k * shift[1] + sin * dx + cos * dy
+        grids.append(torch.stack((src_x / (w - 1) * 2 - 1, src_y / (h - 1) * 2 - 1), dim=-1))
+    frames = F.grid_sample(picture.expand(SEQUENCE_LENGTH, -1, -1, -1), torch.stack(grids), mode="bilinear",
+                           padding_mode="reflection", align_corners=True)
+    patch_source = _to_tensor(other)
     if rng.random() < OBJECT_FRACTION:
-        patch_source = _to_tensor(other)
         ph, pw = (int(v) for v in rng.integers(size // 5, size // 2, 2))
         oy, ox = rng.integers(patch_source.shape[1] - ph + 1), rng.integers(patch_source.shape[2] - pw + 1)
         patch = patch_source[:, oy : oy + ph, ox : ox + pw]
-        y1, x1 = rng.integers(size - ph + 1), rng.integers(size - pw + 1)
-        move = np.clip(rng.normal(0.0, 4.0, 2), -12, 12).round().astype(int)
-        y2, x2 = int(np.clip(y1 + move[0], 0, size - ph)), int(np.clip(x1 + move[1], 0, size - pw))
-        first[:, y1 : y1 + ph, x1 : x1 + pw] = patch
-        second[:, y2 : y2 + ph, x2 : x2 + pw] = patch
-    if rng.random() < 0.5:
-        first, second = first.flip(-1), second.flip(-1)
-    return first, second
+        y, x = rng.integers(size - ph + 1), rng.integers(size - pw + 1)
+        move = np.clip(rng.normal(0.0, 4.0, 2), -12, 12)
+        for k in range(SEQUENCE_LENGTH):
+            yk, xk = (int(np.clip(round(v), 0, limit)) for v, limit in ((y + k * move[0], size - ph), (x + k * move[1], size - pw)))
+            frames[k, :, yk : yk + ph, xk : xk + pw] = patch
+    if rng.random() < CUT_FRACTION:
+        oy, ox = rng.integers(patch_source.shape[1] - size + 1), rng.integers(patch_source.shape[2] - size + 1)
+        frames[-1] = patch_source[:, oy : oy + size, ox : ox + size]
+    return frames.flip(-1) if rng.random() < 0.5 else frames
 
 
-def random_pairs(data: PairData, batch: int, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Half real pairs (when there are any), half synthetic: (first, second) RGB (B, 3, size, size)."""
-    real = batch // 2 if data.pairs else 0
-    made = [real_pair(data.pairs[rng.integers(len(data.pairs))], size, rng) for _ in range(real)]
+def random_runs(data: RunData, batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """Half real runs (when there are any), half synthetic: (SEQUENCE_LENGTH, B, 3, size, size)."""
+    real = batch // 2 if data.runs else 0
+    made = [real_run(data.runs[rng.integers(len(data.runs))], size, rng) for _ in range(real)]
     for _ in range(batch - real):
         image, other = (data.stills[i] for i in rng.integers(len(data.stills), size=2))
-        made.append(synthetic_pair(image, other, size, rng))
-    return torch.stack([m[0] for m in made]), torch.stack([m[1] for m in made])
+        made.append(synthetic_run(image, other, size, rng))
+    return torch.stack(made, dim=1)
 
 
 @dataclass
-class Step:
-    """One batch through the frozen colorizer and the warp, ready for the head."""
+class Prepared:
+    """A batch of runs through the frozen colorizer: everything that does not depend on the head."""
 
-    features: torch.Tensor
-    own: torch.Tensor  # the second frame's own ab
-    truth: torch.Tensor  # its true ab at the output size
-    warped: torch.Tensor  # the previous output moved onto it
-    confidence: torch.Tensor
-    lightness: torch.Tensor  # its full-size L
-    rgb: torch.Tensor  # its full-size truth
+    features: list[torch.Tensor]  # per frame of the run, (B, C, h, w)
+    own: list[torch.Tensor]  # each frame's own ab
+    truth: list[torch.Tensor]  # its true ab at the output size
+    flow: list[torch.Tensor | None]  # from each frame into the one before (None for the first)
+    confidence: list[torch.Tensor | None]
+    lightness: torch.Tensor  # the last frame's full-size L
+    rgb: torch.Tensor  # the last frame's full-size truth
 
 
 @torch.no_grad()
-def prepare(model: Colorizer, first: torch.Tensor, second: torch.Tensor, mix: torch.Tensor) -> Step:
-    """``mix`` (B,) in 0..1: how much of the truth is in the previous output (0: the model's own colors)."""
-    lab = rgb_to_lab(torch.cat((first, second)))
+def prepare(model: Colorizer, runs: torch.Tensor) -> Prepared:
+    length, batch = runs.shape[:2]
+    lab = rgb_to_lab(runs.flatten(0, 1))
     lightness = lab[:, :1].contiguous()
     features, own = model.trunk(lightness)
     truth = F.avg_pool2d(lab[:, 1:], OUTPUT_STRIDE)
     small_l = F.interpolate(lightness, size=own.shape[-2:], mode="area")
-    n = len(first)
-    previous = torch.lerp(own[:n], truth[:n], mix.view(-1, 1, 1, 1))
-    flow = estimate_flow(small_l[:n], small_l[n:])
-    confidence = warp_confidence(small_l[:n], small_l[n:], flow)
-    return Step(features[n:], own[n:], truth[n:], warp(previous, flow), confidence, lightness[n:], second)
+    split = lambda x: list(x.split(batch))  # noqa: E731
+    small = split(small_l)
+    flow: list[torch.Tensor | None] = [None]
+    confidence: list[torch.Tensor | None] = [None]
+    for t in range(1, length):
+        flow.append(estimate_flow(small[t - 1], small[t]))
+        confidence.append(warp_confidence(small[t - 1], small[t], flow[t]))
+    return Prepared(split(features), split(own), split(truth), flow, confidence, lightness[-batch:], runs[-1])
 
 
-def head_output(model: Colorizer, step: Step) -> torch.Tensor:
-    gate = model.temporal(step.features, step.own, step.warped, step.confidence)
-    return follow_previous(gate, step.own, step.warped, step.confidence, STRENGTH)
+Mixer = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def temporal_loss(out: torch.Tensor, step: Step, beta: float, kind: str) -> torch.Tensor:
-    change = 0.5 * (step.confidence * ((out - step.warped) / 110) ** 2).mean() / HUBER_BETA
-    return beta * regression_loss(out, step.truth, kind) + (1 - beta) * change
+def unroll(prepared: Prepared, mix: Mixer, beta: float, kind: str) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Colorize the runs frame after frame: (mean loss, outputs, warped previous outputs) of the frames after
+    the first. ``mix(t, own, warped, confidence, features)`` makes frame t's output."""
+    out = prepared.own[0]
+    loss = torch.zeros(())
+    outputs, warps = [], []
+    for t in range(1, len(prepared.own)):
+        warped = warp(out, prepared.flow[t])
+        out = mix(t, prepared.own[t], warped, prepared.confidence[t], prepared.features[t])
+        change = 0.5 * (prepared.confidence[t] * ((out - warped) / 110) ** 2).mean() / HUBER_BETA
+        loss = loss + beta * regression_loss(out, prepared.truth[t], kind) + (1 - beta) * change
+        outputs.append(out)
+        warps.append(warped)
+    return loss / max(1, len(outputs)), outputs, warps
+
+
+def head_mixer(model: Colorizer) -> Mixer:
+    def mix(t, own, warped, confidence, features):
+        return follow_previous(model.temporal(features, own, warped, confidence), own, warped, confidence, STRENGTH)
+
+    return mix
 
 
 @torch.no_grad()
-def validate(model: Colorizer, batches: list[Step], beta: float, kind: str) -> dict[str, float]:
-    """PSNR and frame-to-frame change of frame-by-frame, flow blending and the head, and the head's loss."""
+def validate(model: Colorizer, batches: list[Prepared], beta: float, kind: str) -> dict[str, float]:
+    """Loss, PSNR of the last frame, and frame-to-frame change for frame-by-frame, flow blending and the head."""
     flow_strength = DEFAULT_STRENGTH["flow"]
+    mixers: dict[str, Mixer] = {
+        "frame": lambda t, own, warped, confidence, features: own,
+        "flow": lambda t, own, warped, confidence, features: torch.lerp(own, warped, flow_strength * confidence),
+        "model": head_mixer(model),
+    }
     sums: dict[str, float] = {}
     count = 0
-    for step in batches:
-        outputs = {
-            "frame": step.own,
-            "flow": torch.lerp(step.own, step.warped, flow_strength * step.confidence),
-            "model": head_output(model, step),
-        }
-        sums["loss"] = sums.get("loss", 0.0) + float(temporal_loss(outputs["model"], step, beta, kind)) * len(step.own)
-        for name, ab in outputs.items():
-            full = F.interpolate(ab, size=step.lightness.shape[-2:], mode="bilinear", align_corners=False)
-            rgb = lab_to_rgb(torch.cat((step.lightness, full), 1))
-            change = (step.confidence * (ab - step.warped).abs()).sum((1, 2, 3)) / step.confidence.sum((1, 2, 3)).clamp_min(1e-6)
-            sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + sum(psnr(rgb[i], step.rgb[i]) for i in range(len(rgb)))
-            sums[f"change_{name}"] = sums.get(f"change_{name}", 0.0) + float(change.sum() / 2)
-        count += len(step.own)
+    for prepared in batches:
+        n = len(prepared.rgb)
+        for name, mix in mixers.items():
+            loss, outputs, warps = unroll(prepared, mix, beta, kind)
+            if name == "model":
+                sums["loss"] = sums.get("loss", 0.0) + float(loss) * n
+            full = F.interpolate(outputs[-1], size=prepared.lightness.shape[-2:], mode="bilinear", align_corners=False)
+            rgb = lab_to_rgb(torch.cat((prepared.lightness, full), 1))
+            sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + sum(psnr(rgb[i], prepared.rgb[i]) for i in range(n))
+            change = 0.0
+            for t, (out, warped) in enumerate(zip(outputs, warps), start=1):
+                weight = prepared.confidence[t]
+                change += float(((weight * (out - warped).abs()).sum((1, 2, 3)) / weight.sum((1, 2, 3)).clamp_min(1e-6)).sum() / 2)
+            sums[f"change_{name}"] = sums.get(f"change_{name}", 0.0) + change / len(outputs)
+        count += n
     return {k: v / count for k, v in sums.items()}
 
 
@@ -255,9 +281,9 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
     torch.manual_seed(options.seed)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    train_data, val_data = load_pairs(options)
-    log.info("loaded %d real pairs and %d images for training, %d and %d for validation in %.0f s",
-             len(train_data.pairs), len(train_data.stills), len(val_data.pairs), len(val_data.stills), time.time() - t0)
+    train_data, val_data = load_runs(options)
+    log.info("loaded %d real runs and %d images for training, %d and %d for validation in %.0f s",
+             len(train_data.runs), len(train_data.stills), len(val_data.runs), len(val_data.stills), time.time() - t0)
 
     model = load_base(options.init)
     model.eval()  # the trunk's batch norm keeps its statistics; the head has none
@@ -269,11 +295,9 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
     optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=1e-4)
 
     val_rng = np.random.default_rng(12345)
-    val_steps = []
-    val_pairs = min(VALIDATION_PAIRS, len(val_data.pairs) + len(val_data.stills))
-    for _ in range(max(1, math.ceil(val_pairs / options.batch_size))):
-        first, second = random_pairs(val_data, options.batch_size, options.size, val_rng)
-        val_steps.append(prepare(model, first, second, torch.zeros(len(first))))  # as at inference: no truth
+    val_count = min(VALIDATION_RUNS, len(val_data.runs) + len(val_data.stills))
+    val_batches = [prepare(model, random_runs(val_data, options.batch_size, options.size, val_rng))
+                   for _ in range(max(1, math.ceil(val_count / options.batch_size)))]
 
     steps_per_epoch = max(1, len(train_data.stills) // options.batch_size)
     total_steps = steps_per_epoch * options.epochs
@@ -298,9 +322,8 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
     def train_step(step: int) -> float:
         for group in optimizer.param_groups:
             group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-        first, second = random_pairs(train_data, options.batch_size, options.size, rng)
-        batch = prepare(model, first, second, torch.from_numpy(rng.random(len(first))).float())
-        loss = temporal_loss(head_output(model, batch), batch, beta, options.loss)
+        prepared = prepare(model, random_runs(train_data, options.batch_size, options.size, rng))
+        loss, _, _ = unroll(prepared, head_mixer(model), beta, options.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -308,7 +331,7 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
 
     def end_epoch(epoch: int, step: int, mean_loss: float) -> None:
         nonlocal best
-        metrics = validate(model, val_steps, beta, options.loss)
+        metrics = validate(model, val_batches, beta, options.loss)
         metrics.update(epoch=epoch, step=step, train_loss=mean_loss, minutes=(time.time() - t0) / 60)
         history.append(metrics)
         log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in metrics.items()}))

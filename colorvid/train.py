@@ -55,6 +55,7 @@ class TrainOptions:
     seed: int = 0
     threads: int = 0
     max_images: int = 0  # 0 = all; for quick trials
+    balance: bool = False  # sample each data folder in proportion to the square root of its size
 
 
 # --- data -------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def _group_key(path: Path) -> str:
     if name.startswith("vid-"):
         parts = name.split("-")
         return "-".join(parts[:3])
-    return str(path)
+    return str(path.resolve())  # the real file: a symlinked view of the same data keeps its split
 
 
 def _is_validation(key: str, fraction: float) -> bool:
@@ -126,32 +127,50 @@ def _load_video_frames(path: Path, step: int, min_side: int) -> list[np.ndarray]
     return frames
 
 
-def load_dataset(options: TrainOptions) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """All training and validation images as uint8 RGB arrays held in memory."""
-    files = list_sources(options.data)
+def load_dataset(options: TrainOptions) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+    """All training and validation images as uint8 RGB arrays held in memory, and the
+    training images' sampling probabilities (None: uniform; see ``options.balance``)."""
+    files = [(index, path) for index, root in enumerate(options.data) for path in list_sources((root,))]
     if options.max_images:
         rng = random.Random(options.seed)
         rng.shuffle(files)
         files = sorted(files[: options.max_images])
-    train, val = [], []
-    for path in files:
-        target = val if _is_validation(_group_key(path), options.val_fraction) else train
+    train, val, train_roots = [], [], []
+    for root, path in files:
+        validation = _is_validation(_group_key(path), options.val_fraction)
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            target.extend(_load_video_frames(path, options.video_step, options.size))
+            images = _load_video_frames(path, options.video_step, options.size)
         else:
             image = _load_image(path, options.size)
-            if image is not None:
-                target.append(image)
+            images = [] if image is None else [image]
+        (val if validation else train).extend(images)
+        if not validation:
+            train_roots.extend([root] * len(images))
     if not train or not val:
         raise ColorizeError(f"need both training and validation images (got {len(train)} and {len(val)})")
-    return train, val
+    return train, val, balanced_probabilities(train_roots) if options.balance else None
 
 
-def random_batch(images: list[np.ndarray], batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+def balanced_probabilities(roots: list[int]) -> np.ndarray:
+    """Per-image sampling probabilities giving each root a share proportional to sqrt(its image count).
+
+    A big generic collection then no longer drowns a small one (a user's own
+    footage, a rare kind of scene), without repeating a handful of images
+    as often as equal shares would.
+    """
+    roots_array = np.asarray(roots)
+    counts = np.bincount(roots_array)
+    per_image = np.sqrt(counts[roots_array]) / counts[roots_array]
+    return per_image / per_image.sum()
+
+
+def random_batch(
+    images: list[np.ndarray], batch: int, size: int, rng: np.random.Generator, probabilities: np.ndarray | None = None
+) -> torch.Tensor:
     """Random crops with horizontal flips, as RGB float (B, 3, size, size)."""
     crops = np.empty((batch, size, size, 3), dtype=np.uint8)
     for i in range(batch):
-        image = images[rng.integers(len(images))]
+        image = images[rng.choice(len(images), p=probabilities) if probabilities is not None else rng.integers(len(images))]
         h, w = image.shape[:2]
         top, left = rng.integers(h - size + 1), rng.integers(w - size + 1)
         crop = image[top : top + size, left : left + size]
@@ -342,7 +361,7 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
     torch.manual_seed(options.seed)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    train_images, val_images = load_dataset(options)
+    train_images, val_images, probabilities = load_dataset(options)
     log.info("loaded %d training and %d validation images in %.0f s", len(train_images), len(val_images), time.time() - t0)
     val_batch = center_crops(val_images, options.size)
 
@@ -385,7 +404,7 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
         warm = min(1.0, (step + 1) / 200)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * scale * warm
-        rgb = random_batch(train_images, options.batch_size, options.size, rng)
+        rgb = random_batch(train_images, options.batch_size, options.size, rng, probabilities)
         lab = rgb_to_lab(rgb)
         target_ab = F.avg_pool2d(lab[:, 1:], OUTPUT_STRIDE)
         regression, logits = model.heads(lab[:, :1].contiguous())

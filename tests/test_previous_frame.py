@@ -13,7 +13,7 @@ from test_colorize import TINT_AB, mean_chroma_offset, run, y_psnr
 
 from colorvid.model import Colorizer, ModelConfig, follow_previous, load_model, save_model
 from colorvid.smoothing import ModelSmoother, temporal_settings
-from colorvid.temporal_training import load_pairs, random_pairs, synthetic_pair, train_previous_frame
+from colorvid.temporal_training import SEQUENCE_LENGTH, load_runs, random_runs, synthetic_run, train_previous_frame
 from colorvid.train import TrainOptions
 
 
@@ -92,22 +92,22 @@ def test_a_cut_resets_the_model_smoother():
 
 
 def test_temporal_mode_defaults_to_the_head_when_the_model_has_one():
-    assert temporal_settings(None, None, has_head=True) == ("model", 0.8)
+    assert temporal_settings(None, None, has_head=True) == ("model", 0.9)
     assert temporal_settings(None, None, has_head=False) == ("flow", 0.7)
     assert temporal_settings(None, 0, has_head=True) == ("none", 0)
     with pytest.raises(ValueError, match="previous-frame head"):
         temporal_settings("model", None, has_head=False)
 
 
-def test_synthetic_pairs_move_the_picture_and_a_patch():
+def test_synthetic_runs_move_the_picture_and_a_patch():
     rng = np.random.default_rng(3)
     image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
     other = np.zeros((80, 80, 3), dtype=np.uint8)
     for _ in range(20):
-        first, second = synthetic_pair(image, other, 64, rng)
-        assert first.shape == second.shape == (3, 64, 64)
-        assert 0 <= first.min() and first.max() <= 1
-        assert not torch.equal(first, second)
+        frames = synthetic_run(image, other, 64, rng)
+        assert frames.shape == (SEQUENCE_LENGTH, 3, 64, 64)
+        assert 0 <= frames.min() and frames.max() <= 1
+        assert all(not torch.equal(frames[k], frames[k + 1]) for k in range(SEQUENCE_LENGTH - 1))
 
 
 def _sequence_folder(folder, frames: int = 8, size: int = 80):
@@ -126,13 +126,14 @@ def _sequence_folder(folder, frames: int = 8, size: int = 80):
     return folder
 
 
-def test_pairs_come_from_consecutive_frames_of_one_sequence(tmp_path):
+def test_runs_come_from_consecutive_frames_of_one_sequence(tmp_path):
     data = _sequence_folder(tmp_path / "data")
-    train, val = load_pairs(TrainOptions(data=(data,), out_dir=tmp_path / "run", size=64, val_fraction=0.3))
-    assert len(train.pairs) + len(val.pairs) == 4 * 7  # never across sequences
+    train, val = load_runs(TrainOptions(data=(data,), out_dir=tmp_path / "run", size=64, val_fraction=0.3))
+    assert len(train.runs) + len(val.runs) == 4 * (8 - SEQUENCE_LENGTH + 1)  # never across sequences
     assert len(train.stills) + len(val.stills) == 4 * 8 + 12
-    first, second = random_pairs(train, 4, 64, np.random.default_rng(0))
-    assert first.shape == second.shape == (4, 3, 64, 64)
+    run = train.runs[0]
+    assert not np.array_equal(run[0], run[1])  # frames in order, not one repeated
+    assert random_runs(train, 4, 64, np.random.default_rng(0)).shape == (SEQUENCE_LENGTH, 4, 3, 64, 64)
 
 
 def test_training_the_head_leaves_the_colorizer_alone_and_colorize_uses_it(tmp_path, capsys):
@@ -177,7 +178,7 @@ def test_the_head_colors_a_film_and_keeps_its_timing(tmp_path, head_model_file, 
     status, err = run(["colorize", str(source), "-o", str(out), "--model", head_model_file, "--batch-size", "5"],
                       capsys)
     assert status == 0, err
-    assert calls == [(0.8, 5, True), (0.8, 5, True), (0.8, 2, True)]  # the default for a model with a head
+    assert calls == [(0.9, 5, True), (0.9, 5, True), (0.9, 2, True)]  # the default for a model with a head
     assert mean_chroma_offset(out) > 10.0
     assert y_psnr(source, out) >= 45.0
     assert read_video_pts(out) == pts
