@@ -74,3 +74,18 @@ def test_imagenet_weights_fill_the_whole_encoder():
     assert set(state) == encoder_keys
     assert state["encoder.stem.0.weight"].shape == (32, 1, 3, 3)
     model.load_state_dict(state, strict=False)  # shapes all match
+
+
+def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_path):
+    from colorvid.train import balanced_probabilities, load_dataset, random_batch
+
+    probabilities = balanced_probabilities([0] * 100 + [1] * 4)
+    assert probabilities.sum() == pytest.approx(1.0)
+    assert probabilities[:100].sum() / probabilities[100:].sum() == pytest.approx(10 / 2)
+
+    big, small = _images(tmp_path / "big", count=24), _images(tmp_path / "small", count=6)
+    options = TrainOptions(data=(big, small), out_dir=tmp_path / "run", size=64, val_fraction=0.2, balance=True)
+    train_images, _, weights = load_dataset(options)
+    assert len(weights) == len(train_images)
+    assert random_batch(train_images, 4, 64, np.random.default_rng(0), weights).shape == (4, 3, 64, 64)
+    assert load_dataset(TrainOptions(**{**options.__dict__, "balance": False}))[2] is None
