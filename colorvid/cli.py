@@ -122,7 +122,7 @@ def _tqdm_progress(quiet: bool):
                    "(none with --smooth 0).")
 @click.option("--smooth", type=click.FloatRange(0, 1), default=None,
               help="How much of the previous frame's color to keep, 0..1 (default 0.7 for flow, 0.5 for blend, "
-                   "at most 0.8 for model; 0 = none).")
+                   "0.9 for model, where the head scales it per pixel; 0 = none).")
 @click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
@@ -272,6 +272,9 @@ def join(parts, output, source, overwrite, keep_parts):
 @click.option("--balance", is_flag=True,
               help="Sample each DATA folder in proportion to the square root of its size, so a small folder "
                    "(your own footage) is not drowned by a big one.")
+@click.option("--white-balance", is_flag=True,
+              help="Take out each training image's colour cast (from its light, nearly gray pixels) so white "
+                   "and gray surfaces are learned as neutral, not as the warm tint most photos carry.")
 @click.option("--previous-frame", is_flag=True,
               help="Train the previous-frame head of the --init model (which stays as it is) on consecutive frames: "
                    "video files, vid-<source>-<sequence>-<frame> images, and synthetic motion made from stills.")
@@ -281,7 +284,7 @@ def join(parts, output, source, overwrite, keep_parts):
 @verbosity_options
 @click.pass_context
 def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step, loss, balance,
-          previous_frame, beta):
+          white_balance, previous_frame, beta):
     """Train or fine-tune a colorizer on folders of color images and videos.
 
     Example: colorvid train ~/photos ~/newsreels -o runs/mine --init colorvid-base
@@ -301,6 +304,7 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
     options = training.TrainOptions(
         data=tuple(data), out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
         init=init, val_fraction=val_fraction, video_step=video_step, loss=loss, balance=balance,
+        white_balance=white_balance,
     )
     show_progress = not ctx.obj["quiet"] and sys.stderr.isatty()
     if previous_frame:

@@ -56,6 +56,7 @@ class TrainOptions:
     threads: int = 0
     max_images: int = 0  # 0 = all; for quick trials
     balance: bool = False  # sample each data folder in proportion to the square root of its size
+    white_balance: bool = False  # learn neutral surfaces as neutral: remove each crop's colour cast from the target
 
 
 # --- data -------------------------------------------------------------------------
@@ -185,6 +186,30 @@ def center_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
         top, left = (h - size) // 2, (w - size) // 2
         out.append(image[top : top + size, left : left + size])
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
+
+
+NEUTRAL_CHROMA = 15.0  # ab distance from gray below which a pixel may be a neutral surface under a tinted light
+NEUTRAL_MIN_L = 35.0
+MAX_CAST = 12.0
+
+
+def neutral_cast(lab: torch.Tensor) -> torch.Tensor:
+    """Each image's colour cast as (B, 2, 1, 1): the mean ab of its light, nearly gray pixels.
+
+    Photo collections lean warm (tungsten light, camera white balance), and a
+    colorizer learns that lean as a sepia wash over every white wall and
+    snowfield. Pixels are weighted by how gray they are; an image without
+    enough of them (under 5%) has no measurable cast and gets zero. The cast
+    is capped at MAX_CAST so a truly coloured scene is never pushed far.
+    """
+    ab = lab[:, 1:]
+    chroma = ab.norm(dim=1, keepdim=True)
+    weight = (1 - chroma / NEUTRAL_CHROMA).clamp(min=0) * (lab[:, :1] > NEUTRAL_MIN_L)
+    share = (weight > 0).float().mean(dim=(2, 3), keepdim=True)
+    cast = (ab * weight).sum(dim=(2, 3), keepdim=True) / weight.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+    cast = cast * (share >= 0.05)
+    norm = cast.norm(dim=1, keepdim=True)
+    return cast * (MAX_CAST / norm.clamp(min=MAX_CAST))
 
 
 # --- ab quantization ----------------------------------------------------------------
@@ -406,7 +431,8 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
             group["lr"] = base * scale * warm
         rgb = random_batch(train_images, options.batch_size, options.size, rng, probabilities)
         lab = rgb_to_lab(rgb)
-        target_ab = F.avg_pool2d(lab[:, 1:], OUTPUT_STRIDE)
+        target_ab = lab[:, 1:] - neutral_cast(lab) if options.white_balance else lab[:, 1:]
+        target_ab = F.avg_pool2d(target_ab, OUTPUT_STRIDE)
         regression, logits = model.heads(lab[:, :1].contiguous())
         loss = options.regression_weight * regression_loss(regression, target_ab, options.loss)
         if logits is not None:

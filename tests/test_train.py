@@ -89,3 +89,30 @@ def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_pa
     assert len(weights) == len(train_images)
     assert random_batch(train_images, 4, 64, np.random.default_rng(0), weights).shape == (4, 3, 64, 64)
     assert load_dataset(TrainOptions(**{**options.__dict__, "balance": False}))[2] is None
+
+
+def test_neutral_cast_finds_a_tint_on_gray_surfaces_and_leaves_coloured_scenes_alone():
+    from colorvid.color import lab_to_rgb, rgb_to_lab
+    from colorvid.train import MAX_CAST, neutral_cast
+
+    lightness = torch.linspace(40, 95, 64).expand(1, 1, 64, 64)
+    tinted_white = torch.cat((lightness, torch.full((1, 1, 64, 64), 2.0), torch.full((1, 1, 64, 64), 7.0)), 1)
+    lab = rgb_to_lab(lab_to_rgb(tinted_white))  # through sRGB and back, as training images come
+    assert neutral_cast(lab).flatten().tolist() == pytest.approx([2.0, 7.0], abs=0.3)
+
+    # a saturated scene (a red wall, a lawn) has no gray pixels to measure: no correction
+    red = torch.cat((lightness, torch.full((1, 1, 64, 64), 50.0), torch.full((1, 1, 64, 64), 30.0)), 1)
+    assert neutral_cast(red).abs().max() == 0
+    # dark gray pixels are not trusted (noise and shadows), and a strong cast is capped
+    dark = tinted_white.clone()
+    dark[:, :1] = 20
+    assert neutral_cast(dark).abs().max() == 0
+    strong = torch.cat((lightness, torch.zeros(1, 1, 64, 64), torch.full((1, 1, 64, 64), 14.0)), 1)
+    assert neutral_cast(strong).norm() == pytest.approx(MAX_CAST, abs=1e-4)
+
+
+def test_white_balance_training_runs(tmp_path):
+    data = _images(tmp_path / "data", count=12)
+    options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init="none",
+                           val_fraction=0.25, white_balance=True)
+    assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())
