@@ -32,9 +32,10 @@ WARP_TOLERANCE = 4.0
 
 TEMPORAL_MODES = ("none", "blend", "flow", "model")
 DEFAULT_MODE = "flow"
-# Strength of each mode when none is given. Flow at 0.7 is the default: on the six
-# color clips it cut color flicker (CDC) by 26% against frame-by-frame, with PSNR
-# +0.11 dB and colorfulness -2% (docs/MODEL_CARD.md); blend at 0.5 cut it by 20%.
+# Strength of each mode when none is given. On the six color clips (docs/MODEL_CARD.md),
+# against frame by frame: the shipped head at 0.9 cut color flicker (CDC) by 36%, with
+# PSNR +0.23 dB and colorfulness -5%; flow at 0.7 by 26% (the default for a model
+# without a head); blend at 0.5 by 18%.
 DEFAULT_STRENGTH = {"none": 0.0, "blend": 0.5, "flow": 0.7, "model": 0.9}
 
 

@@ -99,6 +99,13 @@ def test_temporal_mode_defaults_to_the_head_when_the_model_has_one():
         temporal_settings("model", None, has_head=False)
 
 
+def test_the_shipped_model_has_the_head_so_colorize_steadies_colors_with_it():
+    from colorvid.pipeline import ColorizeOptions, Pipeline
+
+    pipeline = Pipeline(ColorizeOptions(device="cpu"))  # the registry's default model
+    assert (pipeline.options.temporal, pipeline.options.smooth) == ("model", 0.9)
+
+
 def test_synthetic_runs_move_the_picture_and_a_patch():
     rng = np.random.default_rng(3)
     image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
