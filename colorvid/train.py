@@ -212,6 +212,12 @@ def neutral_cast(lab: torch.Tensor) -> torch.Tensor:
     return cast * (MAX_CAST / norm.clamp(min=MAX_CAST))
 
 
+def regression_target(lab: torch.Tensor, white_balance: bool) -> torch.Tensor:
+    """The ab the model learns for Lab images (B, 3, H, W): at its output size, cast removed if asked."""
+    ab = lab[:, 1:] - neutral_cast(lab) if white_balance else lab[:, 1:]
+    return F.avg_pool2d(ab, OUTPUT_STRIDE)
+
+
 # --- ab quantization ----------------------------------------------------------------
 
 
@@ -431,8 +437,7 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
             group["lr"] = base * scale * warm
         rgb = random_batch(train_images, options.batch_size, options.size, rng, probabilities)
         lab = rgb_to_lab(rgb)
-        target_ab = lab[:, 1:] - neutral_cast(lab) if options.white_balance else lab[:, 1:]
-        target_ab = F.avg_pool2d(target_ab, OUTPUT_STRIDE)
+        target_ab = regression_target(lab, options.white_balance)
         regression, logits = model.heads(lab[:, :1].contiguous())
         loss = options.regression_weight * regression_loss(regression, target_ab, options.loss)
         if logits is not None:

@@ -111,7 +111,15 @@ def test_neutral_cast_finds_a_tint_on_gray_surfaces_and_leaves_coloured_scenes_a
     assert neutral_cast(strong).norm() == pytest.approx(MAX_CAST, abs=1e-4)
 
 
-def test_white_balance_training_runs(tmp_path):
+def test_white_balance_takes_the_cast_out_of_the_target_and_training_runs_with_it(tmp_path):
+    from colorvid.train import regression_target
+
+    lightness = torch.full((1, 1, 64, 64), 80.0)
+    warm_wall = torch.cat((lightness, torch.full((1, 1, 64, 64), 3.0), torch.full((1, 1, 64, 64), 9.0)), 1)
+    assert regression_target(warm_wall, white_balance=True).abs().max() < 1e-4
+    assert regression_target(warm_wall, white_balance=False)[0, :, 0, 0].tolist() == pytest.approx([3.0, 9.0])
+    assert regression_target(warm_wall, white_balance=False).shape == (1, 2, 16, 16)
+
     data = _images(tmp_path / "data", count=12)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init="none",
                            val_fraction=0.25, white_balance=True)
