@@ -464,27 +464,43 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
     return best_path
 
 
+PROGRESS_LOG_SECONDS = 60.0
+
+
 def run_epochs(
     options: TrainOptions, step: int, steps_per_epoch: int, train_step: Callable[[int], float],
     end_epoch: Callable[[int, int, float], None], save_checkpoint: Callable[[int], None], progress: bool,
+    log_seconds: float = PROGRESS_LOG_SECONDS,
 ) -> None:
     """The loop both trainings share: ``train_step(step)`` -> loss, a progress bar per epoch,
-    a checkpoint every ``options.checkpoint_minutes``, and ``end_epoch(epoch, step, mean loss)``."""
+    a checkpoint every ``options.checkpoint_minutes``, and ``end_epoch(epoch, step, mean loss)``.
+
+    Without a progress bar (training in the background, output to a log file) a
+    line with the step, the loss and the time left in the epoch is logged every
+    ``log_seconds`` instead, so a long epoch never looks stalled.
+    """
     from tqdm import tqdm
 
     total_steps = steps_per_epoch * options.epochs
-    last_save = time.time()
+    last_save = last_log = time.time()
     while step < total_steps:
         epoch = step // steps_per_epoch
         bar = tqdm(total=steps_per_epoch, initial=step % steps_per_epoch, desc=f"epoch {epoch + 1}/{options.epochs}",
                    disable=not progress, unit="batch", dynamic_ncols=True)
-        running, n_running = 0.0, 0
+        running, n_running, epoch_start = 0.0, 0, time.time()
         while step < (epoch + 1) * steps_per_epoch:
             running += train_step(step)
             n_running += 1
             step += 1
             bar.set_postfix(loss=f"{running / n_running:.4f}")
             bar.update()
+            if not progress and time.time() - last_log >= log_seconds:
+                done = step - epoch * steps_per_epoch
+                rate = n_running / max(1e-9, time.time() - epoch_start)
+                log.info("epoch %d/%d: step %d/%d, loss %.4f, %.2f steps/s, about %.0f min left in the epoch",
+                         epoch + 1, options.epochs, done, steps_per_epoch, running / n_running, rate,
+                         (steps_per_epoch - done) / max(rate, 1e-9) / 60)
+                last_log = time.time()
             if time.time() - last_save > options.checkpoint_minutes * 60:
                 save_checkpoint(step)
                 last_save = time.time()

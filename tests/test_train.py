@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_training_writes_a_usable_model_and_resumes(tmp_path):
     data = _images(tmp_path / "data")
     out = tmp_path / "run"
     options = TrainOptions(data=(data,), out_dir=out, epochs=1, batch_size=4, size=64, init="none",
-                           val_fraction=0.25, checkpoint_minutes=60)
+                           val_fraction=0.5, checkpoint_minutes=60)
     best = train(options, progress=False)
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and {"psnr_gray", "psnr_regression", "psnr_classification"} <= set(history[0])
@@ -51,7 +52,7 @@ def test_fine_tuning_starts_from_an_existing_model(tmp_path):
     torch.manual_seed(1)
     save_model(Colorizer(ModelConfig(ab_bins=len(gamut_bins()), readout="annealed-mean"), gamut_bins()), start)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init=str(start),
-                           val_fraction=0.25)
+                           val_fraction=0.5)
     assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())
 
 
@@ -84,7 +85,7 @@ def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_pa
     assert probabilities[:100].sum() / probabilities[100:].sum() == pytest.approx(10 / 2)
 
     big, small = _images(tmp_path / "big", count=24), _images(tmp_path / "small", count=6)
-    options = TrainOptions(data=(big, small), out_dir=tmp_path / "run", size=64, val_fraction=0.2, balance=True)
+    options = TrainOptions(data=(big, small), out_dir=tmp_path / "run", size=64, val_fraction=0.5, balance=True)
     train_images, _, weights = load_dataset(options)
     assert len(weights) == len(train_images)
     assert random_batch(train_images, 4, 64, np.random.default_rng(0), weights).shape == (4, 3, 64, 64)
@@ -120,7 +121,26 @@ def test_white_balance_takes_the_cast_out_of_the_target_and_training_runs_with_i
     assert regression_target(warm_wall, white_balance=False)[0, :, 0, 0].tolist() == pytest.approx([3.0, 9.0])
     assert regression_target(warm_wall, white_balance=False).shape == (1, 2, 16, 16)
 
-    data = _images(tmp_path / "data", count=12)
+    data = _images(tmp_path / "data", count=24)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init="none",
-                           val_fraction=0.25, white_balance=True)
+                           val_fraction=0.5, white_balance=True)
     assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())
+
+
+def test_training_without_a_progress_bar_logs_its_progress(tmp_path, caplog):
+    from colorvid.train import run_epochs
+
+    options = TrainOptions(data=(tmp_path,), out_dir=tmp_path, epochs=2)
+    epochs_ended = []
+    with caplog.at_level(logging.INFO, logger="colorvid.train"):
+        run_epochs(options, 0, 3, lambda step: 0.5, lambda epoch, step, loss: epochs_ended.append((epoch, step)),
+                   lambda step: None, progress=False, log_seconds=0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert epochs_ended == [(1, 3), (2, 6)]
+    assert lines[0].startswith("epoch 1/2: step 1/3, loss 0.5000") and "min left in the epoch" in lines[0]
+    assert lines[-1].startswith("epoch 2/2: step 3/3") and len(lines) == 6
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="colorvid.train"):  # with a bar, no log lines
+        run_epochs(options, 0, 3, lambda step: 0.5, lambda *a: None, lambda step: None, progress=True, log_seconds=0)
+    assert not caplog.records
