@@ -278,25 +278,35 @@ def join(parts, output, source, overwrite, keep_parts):
 @click.option("--previous-frame", is_flag=True,
               help="Train the previous-frame head of the --init model (which stays as it is) on consecutive frames: "
                    "video files, vid-<source>-<sequence>-<frame> images, and synthetic motion made from stills.")
+@click.option("--confidence", is_flag=True,
+              help="Train the confidence head of the --init model (which stays as it is): it mutes colors where the "
+                   "model's classification head is torn between hues. The read-out's gain is chosen on the "
+                   "validation images.")
 @click.option("--beta", type=click.FloatRange(0, 1), default=0.8, show_default=True,
               help="With --previous-frame: weight of the error against the truth; the rest ties each output "
                    "to the previous one.")
 @verbosity_options
 @click.pass_context
 def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, video_step, loss, balance,
-          white_balance, previous_frame, beta):
+          white_balance, previous_frame, confidence, beta):
     """Train or fine-tune a colorizer on folders of color images and videos.
 
     Example: colorvid train ~/photos ~/newsreels -o runs/mine --init colorvid-base
 
     Example: colorvid train ~/newsreels -o runs/steady --init runs/mine/best.safetensors --previous-frame
+
+    After fine-tuning a model that has a confidence head, retrain that head (--confidence) and then the
+    previous-frame head, in that order: each learns from the model beneath it.
     """
     from colorvid import train as training
 
     if size % 32:
         raise click.BadParameter("must be a multiple of 32", param_hint="--size")
-    if previous_frame and init in ("imagenet", "none"):
-        raise click.UsageError("--previous-frame trains on top of a colorvid model: pass --init MODEL")
+    if previous_frame and confidence:
+        raise click.UsageError("--previous-frame and --confidence train different heads: run them one after the other")
+    for flag, name in ((previous_frame, "--previous-frame"), (confidence, "--confidence")):
+        if flag and init in ("imagenet", "none"):
+            raise click.UsageError(f"{name} trains on top of a colorvid model: pass --init MODEL")
     if init not in ("imagenet", "none"):
         from colorvid.weights import resolve, load_registry
 
@@ -311,6 +321,10 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
         from colorvid.temporal_training import train_previous_frame
 
         best = train_previous_frame(options, beta=beta, progress=show_progress)
+    elif confidence:
+        from colorvid.confidence_training import train_confidence
+
+        best = train_confidence(options, progress=show_progress)
     else:
         best = training.train(options, progress=show_progress)
     click.echo(str(best))

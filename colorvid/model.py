@@ -4,7 +4,9 @@ The network sees L (0..100) at the inference size, whose sides are multiples
 of 32, and predicts ab at a quarter of that size. Two heads share the decoder:
 a classification head over quantized ab bins (read out by annealed mean, as in
 Zhang et al. 2016) and a regression head; the weights file says which one
-inference uses. Everything inference needs (bins, read-out temperature,
+inference uses. An optional confidence head scales the regression's colors
+down where the classification head is torn between hues (see
+:class:`ConfidenceHead`). Everything inference needs (bins, read-out temperature,
 architecture settings) is stored in the safetensors file.
 """
 
@@ -43,6 +45,8 @@ class ModelConfig:
     readout: str = "regression"  # "regression" or "annealed-mean"
     temperature: float = 0.38
     temporal_head: bool = False  # a TemporalHead follows the decoder (the previous-frame model)
+    confidence_head: bool = False  # a ConfidenceHead scales the regression read-out
+    confidence_gain: float = 1.0  # ab = regression * gain * confidence
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -142,6 +146,7 @@ class Colorizer(nn.Module):
         else:
             self.classify = None
         self.temporal = TemporalHead(c4) if config.temporal_head else None
+        self.confidence = ConfidenceHead(c4) if config.confidence_head else None
 
     def features(self, lightness: torch.Tensor) -> torch.Tensor:
         f4, f8, f16, f32 = self.encoder(lightness / 50.0 - 1.0)
@@ -156,7 +161,10 @@ class Colorizer(nn.Module):
     def readout(self, features: torch.Tensor) -> torch.Tensor:
         if self.config.readout == "annealed-mean" and self.classify is not None:
             return annealed_mean(self.classify(features), self.ab_centers, self.config.temperature)
-        return self.regress(features) * 110.0
+        ab = self.regress(features) * 110.0
+        if self.confidence is not None:
+            ab = ab * (self.config.confidence_gain * self.confidence(features))
+        return ab
 
     def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """L -> (decoder features, this frame's own ab): what a TemporalHead needs."""
@@ -166,6 +174,49 @@ class Colorizer(nn.Module):
     def forward(self, lightness: torch.Tensor) -> torch.Tensor:
         """L (B, 1, H, W), H and W multiples of 32 -> ab (B, 2, H/4, W/4) in Lab units."""
         return self.readout(self.features(lightness))
+
+
+class ConfidenceHead(nn.Module):
+    """How sure the colorizer is of each pixel's hue, 0..1, from the decoder's features.
+
+    The regression head predicts one colour even where several are plausible
+    (a wardrobe that may be brown or purple, a car seat that may be gray or
+    blue), and a wrong hue costs more than no hue. The classification head
+    shows that doubt as a posterior spread over opposite hues; this head is
+    trained to predict :func:`hue_agreement` of that posterior, so inference
+    gets the doubt for two 1x1 convolutions instead of the 261-bin head and
+    its softmax at every pixel (the agreement is a per-pixel function of the
+    same features, so no wider view is needed; a 3x3 version cost 10% of the
+    network's time). The read-out is regression * gain * confidence.
+    """
+
+    def __init__(self, channels: int, hidden: int = 32):
+        super().__init__()
+        self.mix = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(hidden, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, 2.0)  # starts near 1: the plain regression
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(self.mix(features)))
+
+
+def hue_agreement(logits: torch.Tensor, centers: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """|E[ab]| / E[|ab|] under the classification posterior, (B, 1, H, W) in 0..1.
+
+    1 where the probable colours all share one hue, near 0 where they pull in
+    opposite directions (or where the posterior sits on gray, which needs no
+    hue). A head trained with class rebalancing predicts p * w; dividing the
+    weights ``class_weights`` back out gives the posterior itself.
+    """
+    logits = logits.float()
+    if class_weights is not None:
+        logits = logits - torch.log(class_weights.float()).view(1, -1, 1, 1)
+    p = torch.softmax(logits, dim=1)
+    centers = centers.float()
+    mean_ab = torch.einsum("bqhw,qc->bchw", p, centers).norm(dim=1, keepdim=True)
+    mean_chroma = torch.einsum("bqhw,q->bhw", p, centers.norm(dim=1)).unsqueeze(1)
+    return (mean_ab / mean_chroma.clamp(min=1e-3)).clamp(0, 1)
 
 
 class TemporalHead(nn.Module):

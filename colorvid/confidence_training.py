@@ -1,0 +1,174 @@
+"""Training the confidence head: where a trained colorizer should hold back its colors.
+
+The encoder, decoder and both ab heads of an existing colorvid model stay as
+they are; only the small :class:`~colorvid.model.ConfidenceHead` learns, to
+predict :func:`~colorvid.model.hue_agreement` of the model's own
+classification head (its posterior with the class rebalancing weights taken
+back out). So the model file must carry a classification head, as every
+model ``colorvid train`` writes does.
+
+After each epoch the read-out's gain (ab = regression * gain * confidence) is
+chosen on the validation images: the gain with the highest PSNR among those
+whose output keeps at least MIN_COLORFULNESS of the truth's colorfulness.
+PSNR alone would pick a duller gain, since a muted colour is never far wrong.
+PSNR and colorfulness are logged for every gain tried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorvid.color import lab_to_rgb, rgb_to_lab
+from colorvid.errors import ColorizeError
+from colorvid.metrics import colorfulness, psnr
+from colorvid.model import Colorizer, hue_agreement, read_model_file, save_model
+from colorvid.train import (
+    TrainOptions, center_crops, load_dataset, random_batch, rebalance_weights, run_epochs,
+)
+
+log = logging.getLogger("colorvid.train")
+
+GAINS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))  # 1.0 .. 2.0
+MIN_COLORFULNESS = 0.5  # of the truth's
+
+
+def load_base(path: str | os.PathLike) -> Colorizer:
+    """The colorizer to build on, with a confidence head (fresh unless the file has one)."""
+    config, state, _ = read_model_file(path)
+    if not config.ab_bins or "ab_centers" not in state:
+        raise ColorizeError(f"{path}: the confidence head learns from a classification head, and this model has none")
+    model = Colorizer(replace(config, readout="regression", confidence_head=True))
+    missing, _ = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+    if any(not k.startswith("confidence.") and not k.endswith("num_batches_tracked") for k in missing):
+        raise ColorizeError(f"{path}: weights do not match the architecture")
+    return model
+
+
+def distillation_loss(model: Colorizer, lightness: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """Squared error between the confidence head and the classification head's hue agreement."""
+    with torch.no_grad():
+        features = model.features(lightness)
+        target = hue_agreement(model.classify(features), model.ab_centers, class_weights)
+    return F.mse_loss(model.confidence(features), target)
+
+
+@torch.no_grad()
+def validate(model: Colorizer, images: torch.Tensor, batch_size: int, class_weights: torch.Tensor,
+             gains: tuple[float, ...] = GAINS) -> dict[str, float]:
+    """Distillation loss, and PSNR and colorfulness of the read-out at each gain (and of the plain regression)."""
+    sums: dict[str, float] = {"loss": 0.0, "psnr_gray": 0.0, "colorfulness_truth": 0.0,
+                              "psnr_regression": 0.0, "colorfulness_regression": 0.0}
+    for start in range(0, len(images), batch_size):
+        rgb = images[start : start + batch_size]
+        lab = rgb_to_lab(rgb)
+        lightness = lab[:, :1]
+        features = model.features(lightness)
+        ab = model.regress(features) * 110.0
+        confidence = model.confidence(features)
+        target = hue_agreement(model.classify(features), model.ab_centers, class_weights)
+        sums["loss"] += F.mse_loss(confidence, target, reduction="sum").item() / target[0].numel()
+        outputs = {"regression": ab, **{f"gain_{g}": ab * g * confidence for g in gains}}
+        gray = lab_to_rgb(torch.cat((lightness, torch.zeros_like(lab[:, 1:])), 1))
+        for i in range(len(rgb)):
+            sums["psnr_gray"] += psnr(gray[i], rgb[i])
+            sums["colorfulness_truth"] += colorfulness(rgb[i])
+        for name, out_ab in outputs.items():
+            full = F.interpolate(out_ab, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
+            out = lab_to_rgb(torch.cat((lightness, full), 1))
+            for i in range(len(rgb)):
+                sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + psnr(out[i], rgb[i])
+                sums[f"colorfulness_{name}"] = sums.get(f"colorfulness_{name}", 0.0) + colorfulness(out[i])
+    return {k: v / len(images) for k, v in sums.items()}
+
+
+def best_gain(metrics: dict[str, float], gains: tuple[float, ...] = GAINS) -> float:
+    """The highest-PSNR gain that is colorful enough; the most colorful one if none is."""
+    enough = [g for g in gains if metrics[f"colorfulness_gain_{g}"] >= MIN_COLORFULNESS * metrics["colorfulness_truth"]]
+    if not enough:
+        return max(gains, key=lambda g: metrics[f"colorfulness_gain_{g}"])
+    return max(enough, key=lambda g: metrics[f"psnr_gain_{g}"])
+
+
+def train_confidence(options: TrainOptions, progress: bool = True) -> Path:
+    """Train the ConfidenceHead of ``options.init`` (a colorvid model); returns the best model file."""
+    if options.init in ("imagenet", "none"):
+        raise ColorizeError("the confidence head is trained on top of a colorvid model: pass --init MODEL")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model = load_base(options.init)
+    train_images, val_images, probabilities = load_dataset(options)
+    log.info("loaded %d training and %d validation images in %.0f s", len(train_images), len(val_images), time.time() - t0)
+    val_batch = center_crops(val_images, options.size)
+    class_weights = rebalance_weights(train_images, model.ab_centers)
+
+    model.eval()  # the trunk's batch norm keeps its statistics; the head has none
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.confidence
+    for p in head.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=1e-4)
+
+    steps_per_epoch = max(1, len(train_images) // options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    step_no, best, history = 0, -math.inf, []
+    ckpt = options.out_dir / "checkpoint.pt"
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step_no, best, history = saved["step"], saved["best"], saved["history"]
+        class_weights = saved["class_weights"]
+        log.info("resumed from %s at step %d", ckpt, step_no)
+
+    def save_checkpoint(step: int) -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
+                    "history": history, "class_weights": class_weights}, tmp)
+        os.replace(tmp, ckpt)
+
+    rng = np.random.default_rng(options.seed + step_no)
+    best_path = options.out_dir / "best.safetensors"
+
+    def train_step(step: int) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        lab = rgb_to_lab(random_batch(train_images, options.batch_size, options.size, rng, probabilities))
+        loss = distillation_loss(model, lab[:, :1].contiguous(), class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def end_epoch(epoch: int, step: int, mean_loss: float) -> None:
+        nonlocal best
+        metrics = validate(model, val_batch, options.batch_size, class_weights)
+        gain = best_gain(metrics)
+        metrics.update(epoch=epoch, step=step, train_loss=mean_loss, gain=gain, minutes=(time.time() - t0) / 60)
+        history.append(metrics)
+        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+        score = metrics[f"psnr_gain_{gain}"]
+        if score > best:
+            best = score
+            model.config = replace(model.config, confidence_gain=gain)
+            tmp = best_path.with_suffix(".tmp")
+            save_model(model, tmp, half=True, metadata={"metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()})})
+            os.replace(tmp, best_path)
+        save_checkpoint(step)
+        (options.out_dir / "history.json").write_text(json.dumps(history, indent=1))
+
+    run_epochs(options, step_no, steps_per_epoch, train_step, end_epoch, save_checkpoint, progress)
+    return best_path
