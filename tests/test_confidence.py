@@ -83,7 +83,7 @@ def test_confidence_training_learns_the_hue_agreement_picks_a_gain_and_resumes(t
     data = _images(tmp_path / "data", count=48)
     start = tmp_path / "start.safetensors"
     _classifying_model(start)
-    options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init=str(start),
+    options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=2, size=64, init=str(start),
                            val_fraction=0.5, lr=0.1)
 
     # the untrained head: how far it is from the classification head's agreement on the validation crops
@@ -96,7 +96,7 @@ def test_confidence_training_learns_the_hue_agreement_picks_a_gain_and_resumes(t
 
     best = train_confidence(options, progress=False)
     history = json.loads((options.out_dir / "history.json").read_text())
-    assert len(history) == 1 and history[0]["loss"] < 0.5 * before
+    assert len(history) == 1 and history[0]["loss"] < 0.7 * before
     assert history[0]["gain"] in GAINS
     assert all(f"psnr_gain_{g}" in history[0] for g in GAINS)
     model = load_model(best)
@@ -123,3 +123,12 @@ def test_train_confidence_without_a_model_is_a_usage_error(tmp_path, capsys):
                        "--init", "colorvid-base"], capsys)
     assert status == 2 and "one after the other" in err
     assert list_sources((data,))  # the data was fine: only the options were refused
+
+
+def test_the_shipped_model_mutes_its_colors_with_a_confidence_head():
+    from colorvid.weights import load_registry, resolve
+
+    registry = load_registry()
+    model = load_model(resolve(registry.default_name(), registry))
+    assert model.config.confidence_head and model.config.readout == "regression"
+    assert model.config.confidence_gain in GAINS and model.config.temporal_head
