@@ -16,9 +16,7 @@ PSNR and colorfulness are logged for every gain tried.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import time
 from dataclasses import replace
@@ -28,12 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorvid.color import lab_to_rgb, rgb_to_lab
+from colorvid.color import rgb_to_lab
 from colorvid.errors import ColorizeError
-from colorvid.metrics import colorfulness, psnr
-from colorvid.model import Colorizer, hue_agreement, read_model_file, save_model
+from colorvid.model import Colorizer, hue_agreement, read_model_file
 from colorvid.train import (
-    TrainOptions, center_crops, load_dataset, random_batch, rebalance_weights, run_epochs,
+    TrainOptions, add_scores, center_crops, load_dataset, random_batch, rebalance_weights, train_head,
 )
 
 log = logging.getLogger("colorvid.train")
@@ -66,8 +63,7 @@ def distillation_loss(model: Colorizer, lightness: torch.Tensor, class_weights: 
 def validate(model: Colorizer, images: torch.Tensor, batch_size: int, class_weights: torch.Tensor,
              gains: tuple[float, ...] = GAINS) -> dict[str, float]:
     """Distillation loss, and PSNR and colorfulness of the read-out at each gain (and of the plain regression)."""
-    sums: dict[str, float] = {"loss": 0.0, "psnr_gray": 0.0, "colorfulness_truth": 0.0,
-                              "psnr_regression": 0.0, "colorfulness_regression": 0.0}
+    sums: dict[str, float] = {"loss": 0.0}
     for start in range(0, len(images), batch_size):
         rgb = images[start : start + batch_size]
         lab = rgb_to_lab(rgb)
@@ -78,16 +74,7 @@ def validate(model: Colorizer, images: torch.Tensor, batch_size: int, class_weig
         target = hue_agreement(model.classify(features), model.ab_centers, class_weights)
         sums["loss"] += F.mse_loss(confidence, target, reduction="sum").item() / target[0].numel()
         outputs = {"regression": ab, **{f"gain_{g}": ab * g * confidence for g in gains}}
-        gray = lab_to_rgb(torch.cat((lightness, torch.zeros_like(lab[:, 1:])), 1))
-        for i in range(len(rgb)):
-            sums["psnr_gray"] += psnr(gray[i], rgb[i])
-            sums["colorfulness_truth"] += colorfulness(rgb[i])
-        for name, out_ab in outputs.items():
-            full = F.interpolate(out_ab, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
-            out = lab_to_rgb(torch.cat((lightness, full), 1))
-            for i in range(len(rgb)):
-                sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + psnr(out[i], rgb[i])
-                sums[f"colorfulness_{name}"] = sums.get(f"colorfulness_{name}", 0.0) + colorfulness(out[i])
+        add_scores(sums, rgb, lightness, outputs)
     return {k: v / len(images) for k, v in sums.items()}
 
 
@@ -114,61 +101,19 @@ def train_confidence(options: TrainOptions, progress: bool = True) -> Path:
     val_batch = center_crops(val_images, options.size)
     class_weights = rebalance_weights(train_images, model.ab_centers)
 
-    model.eval()  # the trunk's batch norm keeps its statistics; the head has none
-    for p in model.parameters():
-        p.requires_grad_(False)
-    head = model.confidence
-    for p in head.parameters():
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=1e-4)
+    state = {"class_weights": class_weights}
+
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
+        lab = rgb_to_lab(random_batch(train_images, options.batch_size, options.size, rng, probabilities))
+        return distillation_loss(model, lab[:, :1].contiguous(), state["class_weights"])
+
+    def validate_epoch() -> tuple[dict[str, float], float]:
+        metrics = validate(model, val_batch, options.batch_size, state["class_weights"])
+        gain = best_gain(metrics)
+        model.config = replace(model.config, confidence_gain=gain)
+        metrics["gain"] = gain
+        return metrics, metrics[f"psnr_gain_{gain}"]
 
     steps_per_epoch = max(1, len(train_images) // options.batch_size)
-    total_steps = steps_per_epoch * options.epochs
-    step_no, best, history = 0, -math.inf, []
-    ckpt = options.out_dir / "checkpoint.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step_no, best, history = saved["step"], saved["best"], saved["history"]
-        class_weights = saved["class_weights"]
-        log.info("resumed from %s at step %d", ckpt, step_no)
-
-    def save_checkpoint(step: int) -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
-                    "history": history, "class_weights": class_weights}, tmp)
-        os.replace(tmp, ckpt)
-
-    rng = np.random.default_rng(options.seed + step_no)
-    best_path = options.out_dir / "best.safetensors"
-
-    def train_step(step: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-        lab = rgb_to_lab(random_batch(train_images, options.batch_size, options.size, rng, probabilities))
-        loss = distillation_loss(model, lab[:, :1].contiguous(), class_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    def end_epoch(epoch: int, step: int, mean_loss: float) -> None:
-        nonlocal best
-        metrics = validate(model, val_batch, options.batch_size, class_weights)
-        gain = best_gain(metrics)
-        metrics.update(epoch=epoch, step=step, train_loss=mean_loss, gain=gain, minutes=(time.time() - t0) / 60)
-        history.append(metrics)
-        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-        score = metrics[f"psnr_gain_{gain}"]
-        if score > best:
-            best = score
-            model.config = replace(model.config, confidence_gain=gain)
-            tmp = best_path.with_suffix(".tmp")
-            save_model(model, tmp, half=True, metadata={"metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()})})
-            os.replace(tmp, best_path)
-        save_checkpoint(step)
-        (options.out_dir / "history.json").write_text(json.dumps(history, indent=1))
-
-    run_epochs(options, step_no, steps_per_epoch, train_step, end_epoch, save_checkpoint, progress)
-    return best_path
+    return train_head(options, model, model.confidence, steps_per_epoch, batch_loss, validate_epoch, progress,
+                      state=state, t0=t0)

@@ -24,7 +24,6 @@ the CS230 report on previous-frame colorization used beta = 0.8.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -41,11 +40,11 @@ from colorvid.color import lab_to_rgb, rgb_to_lab
 from colorvid.errors import ColorizeError
 from colorvid.flow import estimate_flow, warp
 from colorvid.metrics import psnr
-from colorvid.model import OUTPUT_STRIDE, Colorizer, TemporalHead, follow_previous, read_model_file, save_model
+from colorvid.model import OUTPUT_STRIDE, Colorizer, follow_previous, read_model_file
 from colorvid.smoothing import DEFAULT_STRENGTH, warp_confidence
 from colorvid.train import (
     HUBER_BETA, VIDEO_SUFFIXES, TrainOptions, _group_key, _is_validation, _load_image, list_sources, regression_loss,
-    run_epochs,
+    train_head,
 )
 
 log = logging.getLogger("colorvid.train")
@@ -285,64 +284,20 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
     log.info("loaded %d real runs and %d images for training, %d and %d for validation in %.0f s",
              len(train_data.runs), len(train_data.stills), len(val_data.runs), len(val_data.stills), time.time() - t0)
 
-    model = load_base(options.init)
-    model.eval()  # the trunk's batch norm keeps its statistics; the head has none
-    for p in model.parameters():
-        p.requires_grad_(False)
-    head: TemporalHead = model.temporal
-    for p in head.parameters():
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=1e-4)
-
+    model = load_base(options.init).eval()  # the trunk's batch norm keeps its statistics
     val_rng = np.random.default_rng(12345)
     val_count = min(VALIDATION_RUNS, len(val_data.runs) + len(val_data.stills))
     val_batches = [prepare(model, random_runs(val_data, options.batch_size, options.size, val_rng))
                    for _ in range(max(1, math.ceil(val_count / options.batch_size)))]
 
-    steps_per_epoch = max(1, len(train_data.stills) // options.batch_size)
-    total_steps = steps_per_epoch * options.epochs
-    step_no, best, history = 0, math.inf, []
-    ckpt = options.out_dir / "checkpoint.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step_no, best, history = saved["step"], saved["best"], saved["history"]
-        log.info("resumed from %s at step %d", ckpt, step_no)
-
-    def save_checkpoint(step: int) -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
-                    "history": history, "beta": beta}, tmp)
-        os.replace(tmp, ckpt)
-
-    rng = np.random.default_rng(options.seed + step_no)
-    best_path = options.out_dir / "best.safetensors"
-
-    def train_step(step: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         prepared = prepare(model, random_runs(train_data, options.batch_size, options.size, rng))
-        loss, _, _ = unroll(prepared, head_mixer(model), beta, options.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return unroll(prepared, head_mixer(model), beta, options.loss)[0]
 
-    def end_epoch(epoch: int, step: int, mean_loss: float) -> None:
-        nonlocal best
+    def validate_epoch() -> tuple[dict[str, float], float]:
         metrics = validate(model, val_batches, beta, options.loss)
-        metrics.update(epoch=epoch, step=step, train_loss=mean_loss, minutes=(time.time() - t0) / 60)
-        history.append(metrics)
-        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-        if metrics["loss"] < best:
-            best = metrics["loss"]
-            tmp = best_path.with_suffix(".tmp")
-            save_model(model, tmp, half=True, metadata={"metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()}),
-                                                         "temporal_beta": beta})
-            os.replace(tmp, best_path)
-        save_checkpoint(step)
-        (options.out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        return metrics, -metrics["loss"]
 
-    run_epochs(options, step_no, steps_per_epoch, train_step, end_epoch, save_checkpoint, progress)
-    return best_path
+    steps_per_epoch = max(1, len(train_data.stills) // options.batch_size)
+    return train_head(options, model, model.temporal, steps_per_epoch, batch_loss, validate_epoch, progress,
+                      metadata={"temporal_beta": beta}, t0=t0)

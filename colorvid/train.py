@@ -348,6 +348,21 @@ def build_model(options: TrainOptions, train_images: list[np.ndarray]) -> tuple[
 # --- validation ---------------------------------------------------------------------
 
 
+def add_scores(sums: dict[str, float], rgb: torch.Tensor, lightness: torch.Tensor, outputs: dict[str, torch.Tensor]) -> None:
+    """Add each image's PSNR and colorfulness to ``sums``: the gray picture's, the truth's, and each
+    named ab output's (at the model's size), under psnr_gray, colorfulness_truth, psnr_NAME, ..."""
+    gray = lab_to_rgb(torch.cat((lightness, torch.zeros_like(lightness).expand(-1, 2, -1, -1)), 1))
+    for i in range(len(rgb)):
+        sums["psnr_gray"] = sums.get("psnr_gray", 0.0) + psnr(gray[i], rgb[i])
+        sums["colorfulness_truth"] = sums.get("colorfulness_truth", 0.0) + colorfulness(rgb[i])
+    for name, ab in outputs.items():
+        ab_full = F.interpolate(ab, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
+        out = lab_to_rgb(torch.cat((lightness, ab_full), 1))
+        for i in range(len(rgb)):
+            sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + psnr(out[i], rgb[i])
+            sums[f"colorfulness_{name}"] = sums.get(f"colorfulness_{name}", 0.0) + colorfulness(out[i])
+
+
 @torch.no_grad()
 def validate(model: Colorizer, images: torch.Tensor, batch_size: int) -> dict[str, float]:
     """PSNR and colorfulness of both read-outs against the truth and the gray baseline."""
@@ -364,16 +379,7 @@ def validate(model: Colorizer, images: torch.Tensor, batch_size: int) -> dict[st
         outputs = {"regression": regression}
         if logits is not None:
             outputs["classification"] = annealed_mean(logits, model.ab_centers, model.config.temperature)
-        gray = lab_to_rgb(torch.cat((lightness, torch.zeros_like(lab[:, 1:])), 1))
-        for i in range(len(rgb)):
-            sums["psnr_gray"] += psnr(gray[i], rgb[i])
-            sums["colorfulness_truth"] += colorfulness(rgb[i])
-        for name, ab in outputs.items():
-            ab_full = F.interpolate(ab, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
-            out = lab_to_rgb(torch.cat((lightness, ab_full), 1))
-            for i in range(len(rgb)):
-                sums[f"psnr_{name}"] += psnr(out[i], rgb[i])
-                sums[f"colorfulness_{name}"] += colorfulness(out[i])
+        add_scores(sums, rgb, lightness, outputs)
     model.train()
     return {k: v / len(images) for k, v in sums.items() if v or not k.endswith("classification")}
 
@@ -507,6 +513,75 @@ def run_epochs(
         bar.close()
         end_epoch(epoch + 1, step, running / max(1, n_running))
         last_save = time.time()
+
+
+def train_head(
+    options: TrainOptions, model: Colorizer, head: torch.nn.Module, steps_per_epoch: int,
+    batch_loss: Callable[[np.random.Generator], torch.Tensor],
+    validate_epoch: Callable[[], tuple[dict[str, float], float]], progress: bool,
+    state: dict | None = None, metadata: dict | None = None, t0: float | None = None,
+) -> Path:
+    """Train one small head of ``model`` with everything else frozen; returns best.safetensors.
+
+    ``batch_loss(rng)`` is one training batch's loss; after each epoch
+    ``validate_epoch()`` gives (metrics, score) and may update ``model.config``;
+    the epoch with the highest score is saved. ``state`` (e.g. class weights) is
+    kept in the checkpoint and restored into the dict on resume.
+    """
+    t0 = time.time() if t0 is None else t0
+    state = {} if state is None else state
+    model.eval()  # the trunk's batch norm keeps its statistics
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=1e-4)
+    total_steps = steps_per_epoch * options.epochs
+    step_no, best, history = 0, -math.inf, []
+    ckpt = _checkpoint_path(options.out_dir)
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step_no, best, history = saved["step"], saved.get("best_score", -math.inf), saved["history"]
+        state.update(saved.get("state", {}))
+        log.info("resumed from %s at step %d", ckpt, step_no)
+
+    def save_checkpoint(step: int) -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "best_score": best, "history": history, "state": state}, tmp)
+        os.replace(tmp, ckpt)
+
+    rng = np.random.default_rng(options.seed + step_no)
+    best_path = options.out_dir / "best.safetensors"
+
+    def train_step(step: int) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        loss = batch_loss(rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def end_epoch(epoch: int, step: int, mean_loss: float) -> None:
+        nonlocal best
+        metrics, score = validate_epoch()
+        metrics.update(epoch=epoch, step=step, train_loss=mean_loss, minutes=(time.time() - t0) / 60)
+        history.append(metrics)
+        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+        if score > best:
+            best = score
+            tmp = best_path.with_suffix(".tmp")
+            save_model(model, tmp, half=True, metadata={
+                "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()}), **(metadata or {})})
+            os.replace(tmp, best_path)
+        save_checkpoint(step)
+        (options.out_dir / "history.json").write_text(json.dumps(history, indent=1))
+
+    run_epochs(options, step_no, steps_per_epoch, train_step, end_epoch, save_checkpoint, progress)
+    return best_path
 
 
 def _best_readout(metrics: dict[str, float]) -> tuple[str, float]:
