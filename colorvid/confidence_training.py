@@ -30,7 +30,7 @@ from colorvid.color import rgb_to_lab
 from colorvid.errors import ColorizeError
 from colorvid.model import Colorizer, hue_agreement, read_model_file
 from colorvid.train import (
-    TrainOptions, add_scores, center_crops, load_dataset, random_batch, rebalance_weights, train_head,
+    TrainOptions, add_scores, center_crops, load_dataset, random_batch, rebalance_weights, start_run, train_head,
 )
 
 log = logging.getLogger("colorvid.train")
@@ -90,11 +90,7 @@ def train_confidence(options: TrainOptions, progress: bool = True) -> Path:
     """Train the ConfidenceHead of ``options.init`` (a colorvid model); returns the best model file."""
     if options.init in ("imagenet", "none"):
         raise ColorizeError("the confidence head is trained on top of a colorvid model: pass --init MODEL")
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    torch.manual_seed(options.seed)
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    t0 = start_run(options)
     model = load_base(options.init)
     train_images, val_images, probabilities = load_dataset(options)
     log.info("loaded %d training and %d validation images in %.0f s", len(train_images), len(val_images), time.time() - t0)

@@ -44,7 +44,7 @@ from colorvid.model import OUTPUT_STRIDE, Colorizer, follow_previous, read_model
 from colorvid.smoothing import DEFAULT_STRENGTH, warp_confidence
 from colorvid.train import (
     HUBER_BETA, VIDEO_SUFFIXES, TrainOptions, _group_key, _is_validation, _load_image, list_sources, regression_loss,
-    train_head,
+    start_run, train_head,
 )
 
 log = logging.getLogger("colorvid.train")
@@ -275,11 +275,7 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
     """Train the TemporalHead of ``options.init`` (a colorvid model); returns the best model file."""
     if options.init in ("imagenet", "none"):
         raise ColorizeError("a previous-frame model is trained on top of a colorvid model: pass --init MODEL")
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    torch.manual_seed(options.seed)
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    t0 = start_run(options)
     train_data, val_data = load_runs(options)
     log.info("loaded %d real runs and %d images for training, %d and %d for validation in %.0f s",
              len(train_data.runs), len(train_data.stills), len(val_data.runs), len(val_data.stills), time.time() - t0)

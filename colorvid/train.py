@@ -391,13 +391,18 @@ def _checkpoint_path(out_dir: Path) -> Path:
     return out_dir / "checkpoint.pt"
 
 
-def train(options: TrainOptions, progress: bool = True) -> Path:
-    """Train (resuming from out_dir/checkpoint.pt when present); returns the best model file."""
+def start_run(options: TrainOptions) -> float:
+    """Threads, seed and output folder for a training run; returns its start time."""
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    return time.time()
+
+
+def train(options: TrainOptions, progress: bool = True) -> Path:
+    """Train (resuming from out_dir/checkpoint.pt when present); returns the best model file."""
+    t0 = start_run(options)
     train_images, val_images, probabilities = load_dataset(options)
     log.info("loaded %d training and %d validation images in %.0f s", len(train_images), len(val_images), time.time() - t0)
     val_batch = center_crops(val_images, options.size)

@@ -27,8 +27,7 @@ def test_hue_agreement_is_one_for_one_hue_and_zero_for_opposite_hues():
     # red or green: no hue to commit to
     assert hue_agreement(_posterior_logits([0.5, 0.5, 0, 0]), centers).item() == pytest.approx(0.0, abs=1e-4)
     # at right angles: |(20, 15)| / 35
-    assert hue_agreement(_posterior_logits([0.5, 0, 0, 0.5]), torch.tensor(
-        [[40.0, 0.0], [-40.0, 0.0], [20.0, 0.0], [0.0, 30.0]])).item() == pytest.approx(25 / 35, abs=1e-3)
+    assert hue_agreement(_posterior_logits([0.5, 0, 0, 0.5]), centers).item() == pytest.approx(25 / 35, abs=1e-3)
 
 
 def test_hue_agreement_takes_the_rebalancing_weights_back_out():
