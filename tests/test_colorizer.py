@@ -116,7 +116,7 @@ def test_flow_smoothing_keeps_color_on_a_moving_square_without_a_trail():
     lightness, ab, lefts = _moving_square()
     blended, _ = TemporalSmoother(0.5)(ab, lightness)
     moved, _ = MotionSmoother(0.5)(ab, lightness)
-    last, side, step = len(lefts) - 1, 12, 3
+    last, side = len(lefts) - 1, 12
     # background uncovered by the last move: the plain blend leaves a reddish trail, flow does not
     trail = (slice(18, 18 + side), slice(lefts[last - 1], lefts[last]))
     assert blended[last, 0][trail].mean() > 20

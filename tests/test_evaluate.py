@@ -16,7 +16,7 @@ from PIL import Image
 from colorvid import metrics
 from colorvid.cli import main
 from colorvid.errors import InputError
-from colorvid.evaluate import PSNR_CAP_DB, ClipMeter, EvaluateOptions, evaluate, find_clips, pair_outputs
+from colorvid.evaluate import PSNR_CAP_DB, ClipMeter, evaluate, find_clips, pair_outputs
 from colorvid.model import Colorizer, ModelConfig, save_model
 from colorvid.pipeline import ColorizeOptions, Job, Pipeline
 
