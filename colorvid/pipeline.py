@@ -431,7 +431,7 @@ class _FrameSelection:
         seek_pts, context = None, []
         if self.frames.start is not None or self.done_pts is not None:
             seek_pts, context = self._find_context()
-        warm = set(context[len(context) - self.warmup:]) if self.warmup else set()
+        warm = set(context[max(0, len(context) - self.warmup):]) if self.warmup else set()
         context = set(context)
         with VideoReader(self.source, seek_pts=seek_pts) as reader:
 

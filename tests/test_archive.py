@@ -27,6 +27,7 @@ from test_colorize import mean_chroma_offset, no_stray_files, run, tinted_model 
 
 from colorvid.colorizer import FrameColorizer
 from colorvid.model import Colorizer, ModelConfig, save_model
+from colorvid.smoothing import memory_frames
 
 CHUNK = ["--chunk-seconds", "0.25"]  # 6 frames at 24 fps: several chunks in a 1-2 s clip
 SMALL = ["--render-size", "64"]  # the network's input size: what costs time
@@ -84,10 +85,13 @@ def raise_interrupt():
 # --- resume ----------------------------------------------------------------------
 
 
-def test_interrupted_run_resumes_to_the_same_film(tmp_path, varied_model, capsys, monkeypatch):
+# smoothing 0.5 remembers 8 frames, fewer than are done when the run stops; 0.8 remembers 25,
+# more than there are before the resumed frames (so every one of them is redone)
+@pytest.mark.parametrize("smooth", ["0.5", "0.8"])
+def test_interrupted_run_resumes_to_the_same_film(tmp_path, varied_model, capsys, monkeypatch, smooth):
     source = tmp_path / "film.mkv"
     make_clip(source, frames=36, color=False, audio_tracks=1, subtitles=True)
-    args = ["--model", varied_model, "--smooth", "0.5", "--codec", "ffv1", "--batch-size", "4", *CHUNK, *SMALL]
+    args = ["--model", varied_model, "--smooth", smooth, "--codec", "ffv1", "--batch-size", "4", *CHUNK, *SMALL]
     whole = tmp_path / "whole.mkv"
     assert run(["colorize", str(source), "-o", str(whole), *args], capsys)[0] == 0
 
@@ -111,13 +115,14 @@ def test_interrupted_run_resumes_to_the_same_film(tmp_path, varied_model, capsys
     counter = stop_on_call(monkeypatch, 0, raise_interrupt)
     status, err = run(["colorize", str(source), "-o", str(out), *args, "--resume"], capsys)
     assert status == 0, err
-    # the frames left, plus the 8 before them that put the smoother in the same state
-    assert counter["frames"] == 36 - sum(chunks) + 8
+    # the frames left, plus those before them (as many as the smoother remembers) that put it in the same state
+    done = sum(chunks)
+    assert counter["frames"] == 36 - done + min(done, memory_frames("model", float(smooth)))
     assert not work.exists() and no_stray_files(tmp_path)
     assert read_video_pts(out) == read_video_pts(source)
     assert audio_packets(out) == audio_packets(source)
     assert subtitle_texts(out) == subtitle_texts(source)
-    assert max_difference(out, whole) <= 1  # lossless: only the smoother's memory beyond 8 frames differs
+    assert max_difference(out, whole) <= 1  # lossless: only what the smoother has all but forgotten differs
 
 
 def test_sigkill_midway_then_resume(tmp_path, tinted_model, capsys):
