@@ -130,26 +130,35 @@ def test_sigkill_midway_then_resume(tmp_path, tinted_model, capsys):
     make_clip(source, frames=30, audio_tracks=1)
     out = tmp_path / "out.mp4"
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--batch-size", "4", *CHUNK, *SMALL]
-    # a child process that kills itself with SIGKILL in the middle of its 5th batch
+    work = tmp_path / ".out.mp4.colorvid-work"
+    # a child process that kills itself with SIGKILL in the middle of its 5th batch, once the encoder
+    # thread (which may lag behind on a busy machine) has recorded a finished chunk
     script = textwrap.dedent("""
-        import os, signal, sys
+        import json, os, signal, sys, time
         from colorvid import cli
         from colorvid.colorizer import FrameColorizer
         original, calls = FrameColorizer.colorize_frames, []
+        def chunks_recorded(state):
+            try:
+                return bool(json.loads(open(state).read())["chunks"])
+            except (OSError, ValueError, KeyError):
+                return False
         def colorize_frames(self, frames, work_format):
             calls.append(1)
             if len(calls) == 5:
+                deadline = time.monotonic() + 60
+                while not chunks_recorded(os.environ["STATE"]) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(self, frames, work_format)
         FrameColorizer.colorize_frames = colorize_frames
         sys.argv = ["colorvid", *sys.argv[1:]]
         cli.main()
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), STATE=str(work / "state.json"))
     child = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert not out.exists()
-    work = tmp_path / ".out.mp4.colorvid-work"
     assert json.loads((work / "state.json").read_text())["chunks"]
 
     status, err = run([*args, "--resume"], capsys)
