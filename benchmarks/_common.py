@@ -45,7 +45,7 @@ def resolve_model(name: str | None, workdir: Path) -> str | None:
         return None
     import torch
 
-    from colorvid.model import Colorizer, ModelConfig, save_model
+    from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 
     path = workdir / "random-init.safetensors"
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ folder beside the output, which is renamed into place and recorded in
 ``state.json`` (written atomically) only once the chunk is complete. When
 every chunk is there, their packets are muxed into the output, without
 re-encoding, together with the source's audio, subtitles and other streams
-(:class:`~colorvid.video_io.VideoWriter` in packet mode), and the work folder
+(:class:`~colorvid.io.VideoWriter` in packet mode), and the work folder
 is removed.
 
 So a run stopped in any way (Ctrl-C, SIGTERM, SIGKILL, power loss) leaves
@@ -53,8 +53,15 @@ from pathlib import Path
 
 import av
 
+from colorvid import atomic
 from colorvid.errors import InputError, OutputError
-from colorvid.video_io import EncodeOptions, PacketEncoder, VideoInfo, VideoWriter, check_output
+from colorvid.io import (
+    EncodeOptions,
+    PacketEncoder,
+    VideoInfo,
+    VideoWriter,
+    check_output,
+)
 
 log = logging.getLogger("colorvid")
 
@@ -66,7 +73,6 @@ _RECORD = struct.Struct("<qqqIB")  # pts, dts, duration, size, flags
 _NO_TS = -(2**63)
 _KEYFRAME = 1
 _SOURCE_SAMPLE = 1 << 20  # bytes hashed at each end of the source to recognise it
-_TEMP_SUFFIX = ".partial"
 
 
 # --- which frames a run covers ----------------------------------------------
@@ -207,32 +213,9 @@ def _written(path: Path):
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json_atomic(path: Path, data: dict) -> None:
-    temp = path.with_name(path.name + _TEMP_SUFFIX)
     with _written(path):
-        try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-    _fsync_dir(path.parent)
+        atomic.write_text(path, json.dumps(data, indent=1))
 
 
 class WorkFolder:
@@ -373,7 +356,7 @@ class WorkFolder:
 
     def _clean_partial_files(self) -> None:
         for entry in self.path.iterdir():
-            if entry.name.endswith(_TEMP_SUFFIX):
+            if atomic.is_temporary(entry):
                 entry.unlink(missing_ok=True)
 
     def _remove_chunk_files(self) -> None:
@@ -569,7 +552,6 @@ class ChunkWriter:
     def _start_chunk(self, frame: av.VideoFrame, at: Fraction) -> None:
         index = len(self.folder.chunks)
         name = f"chunk_{index:06d}.pkt"
-        self._temp = self.folder.path / (name + _TEMP_SUFFIX)
         self._encoder = PacketEncoder(self.output, self.info, self.options, last_pts=self._last_pts)
         encoder_state = {
             "codec": self._encoder.codec,
@@ -580,7 +562,9 @@ class ChunkWriter:
             self.folder.state["encoder"] = encoder_state
         elif self.folder.state["encoder"] != encoder_state:
             raise OutputError(f"{self.output}: the encoder's settings changed within the run")
-        with _written(self._temp):
+        final = self.folder.path / name
+        with _written(final):
+            self._temp = atomic.create_temp(final)
             self._handle = open(self._temp, "wb")
             self._handle.write(CHUNK_MAGIC)
         self._chunk = {"file": name, "frames": 0, "first_pts": frame.pts, "last_pts": frame.pts,
@@ -596,11 +580,9 @@ class ChunkWriter:
         chunk, final = self._chunk, self.folder.path / self._chunk["file"]
         with _written(self._temp):
             self._write(self._encoder.flush())
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
             self._handle.close()
             self._handle = None
-            os.replace(self._temp, final)
+            atomic.commit(self._temp, final)
         self._temp = None
         self.bumped += self._encoder.bumped
         self._encoder.close()

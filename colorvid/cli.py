@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -23,9 +21,22 @@ class _State:
     terminated = False  # SIGTERM arrived
 
 
+class _ProgressSafeHandler(logging.StreamHandler):
+    """Writes log lines above a progress bar instead of through it (tqdm.write)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO)
-    logging.basicConfig(level=level, format="colorvid: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=level, format="colorvid: %(message)s", handlers=[_ProgressSafeHandler(sys.stderr)],
+                        force=True)
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -161,7 +172,6 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
     colorvid colorize film.mkv -o color.mkv --segment 2/8
     """
     from colorvid import pipeline
-    from colorvid.errors import OutputError
     from colorvid.smoothing import temporal_settings
 
     if overwrite and skip_existing:
@@ -182,47 +192,19 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         suffix=suffix, resume=resume, chunk_seconds=chunk_seconds, deinterlace="bwdif" if deinterlace else None,
         segment=segment, time_range=time_range,
     )
-    jobs = pipeline.plan_jobs(list(inputs), output, options)
-    try:
-        report_file = open(report, "a", encoding="utf-8") if report is not None else None
-    except OSError as exc:
-        raise OutputError(f"{report}: cannot write the report ({exc.strerror})") from None
-    try:
-        runner = pipeline.Pipeline(options, progress=_tqdm_progress(ctx.obj["quiet"]))
-        failed = 0
-        for job in jobs:
-            try:
-                result = runner.run_one(job)
-            except KeyboardInterrupt:
-                _report(report_file, pipeline.FileResult(str(job.input), str(job.output), "interrupted"))
-                raise
-            _report(report_file, result)
-            if result.status == "failed":
-                failed += 1
-                click.echo(f"colorvid: error: {result.error}", err=True)
-            elif result.status == "ok":
-                log.info("%s -> %s (%d frames, %.1f s)", result.input, result.output, result.frames, result.seconds)
-    finally:
-        if report_file is not None:
-            report_file.close()
-    if failed and len(jobs) > 1:
-        click.echo(f"colorvid: {failed} of {len(jobs)} files failed", err=True)
+
+    def tell(result: pipeline.FileResult) -> None:
+        if result.status == "failed":
+            click.echo(f"colorvid: error: {result.error}", err=True)
+        elif result.status == "ok":
+            log.info("%s -> %s (%d frames, %.1f s)", result.input, result.output, result.frames, result.seconds)
+
+    results = pipeline.colorize_files(list(inputs), output, options, progress=_tqdm_progress(ctx.obj["quiet"]),
+                                      report=report, on_result=tell)
+    failed = sum(result.status == "failed" for result in results)
+    if failed and len(results) > 1:
+        click.echo(f"colorvid: {failed} of {len(results)} files failed", err=True)
     return 1 if failed else 0
-
-
-def _report(handle, result) -> None:
-    """One JSON line per file, flushed at once, so the report survives a crash."""
-    if handle is None:
-        return
-    from colorvid.errors import OutputError
-
-    entry = asdict(result)
-    entry["seconds"] = round(entry["seconds"], 3)
-    try:
-        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        handle.flush()
-    except OSError as exc:
-        raise OutputError(f"{handle.name}: cannot write the report ({exc.strerror})") from None
 
 
 @cli.command()
@@ -308,7 +290,7 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
         if flag and init in ("imagenet", "none"):
             raise click.UsageError(f"{name} trains on top of a colorvid model: pass --init MODEL")
     if init not in ("imagenet", "none"):
-        from colorvid.weights import resolve, load_registry
+        from colorvid.weights import load_registry, resolve
 
         init = str(resolve(init, load_registry()))
     options = training.TrainOptions(
@@ -375,7 +357,8 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
     """
     import json
 
-    from colorvid.evaluate import EvaluateOptions, evaluate as run_evaluation, format_table
+    from colorvid.evaluate import EvaluateOptions, format_table
+    from colorvid.evaluate import evaluate as run_evaluation
     from colorvid.pipeline import ColorizeOptions
     from colorvid.smoothing import temporal_settings
 
@@ -448,6 +431,7 @@ def frames() -> None:
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg", "tiff"]), default="png", show_default=True,
               help="png and tiff are lossless (16 bits per channel for >8-bit video).")
 @click.option("--overwrite", is_flag=True, help="Replace frames extracted into DIR before.")
+@verbosity_options
 def frames_extract(input_path: str, directory: str, image_format: str, overwrite: bool) -> None:
     """Write every frame of INPUT as an image in DIR, plus manifest.json.
 
@@ -470,6 +454,7 @@ def frames_extract(input_path: str, directory: str, image_format: str, overwrite
 @click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
 @click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p, yuv444p, yuv420p10le.")
+@verbosity_options
 def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite: bool, codec: str | None,
                   crf: int | None, preset: str | None, pix_fmt: str | None) -> None:
     """Encode the images listed in DIR/manifest.json into OUTPUT.
@@ -479,7 +464,7 @@ def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite
     the video's size.
     """
     from colorvid.frames import stitch_frames
-    from colorvid.video_io import EncodeOptions
+    from colorvid.io import EncodeOptions
 
     options = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite)
     count = stitch_frames(directory, output, options, audio_from=audio_from)
@@ -490,6 +475,7 @@ def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite
 
 
 @cli.command("weights")
+@verbosity_options
 def weights_cmd() -> int:
     """List the models colorvid knows: size, license, whether on disk, the default (*)."""
     from colorvid import weights
@@ -511,6 +497,7 @@ def weights_cmd() -> int:
 
 @cli.command("fetch-weights")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
+@verbosity_options
 @click.pass_context
 def fetch_weights_cmd(ctx: click.Context, names: tuple[str, ...]) -> int:
     """Download models and verify their sha256 (no NAME: the default model).

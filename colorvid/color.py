@@ -1,8 +1,12 @@
-"""Color math in torch: sRGB <-> CIE Lab (D65) and Y'CbCr <-> RGB.
+"""Color math: sRGB <-> CIE Lab (D65), Y'CbCr <-> RGB, and the names of color spaces.
 
 Every function is pure and batched: tensors are (..., 3, H, W) float, on any
 device, in any float dtype. The Lab formulas follow scikit-image's
 ``rgb2lab``/``lab2rgb`` (D65, 2 degree observer) so results agree with it.
+
+A Y'CbCr matrix is named "bt601", "bt709" or "bt2020" throughout colorvid;
+:func:`sws_colorspace` and :func:`sws_color_range` give the names FFmpeg's
+swscale (``VideoFrame.reformat``) takes for a matrix and a range.
 """
 
 from __future__ import annotations
@@ -25,6 +29,41 @@ LUMA_COEFFICIENTS = {
     "bt709": (0.2126, 0.0722),
     "bt2020": (0.2627, 0.0593),
 }
+
+
+# Matrix name -> swscale colorspace name.
+_SWS_COLORSPACE = {"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}
+
+# Planar Y'CbCr formats colorvid writes chroma into: name -> (bit depth, log2 chroma subsampling w, h).
+WORK_FORMATS = {
+    "yuv420p": (8, 1, 1),
+    "yuv422p": (8, 1, 0),
+    "yuv444p": (8, 0, 0),
+    "yuvj420p": (8, 1, 1),
+    "yuvj422p": (8, 1, 0),
+    "yuvj444p": (8, 0, 0),
+    "yuv420p10le": (10, 1, 1),
+    "yuv422p10le": (10, 1, 0),
+    "yuv444p10le": (10, 0, 0),
+}
+
+
+def sws_colorspace(matrix: str) -> str:
+    """swscale's ``src_colorspace``/``dst_colorspace`` name of a matrix."""
+    return _SWS_COLORSPACE[matrix]
+
+
+def sws_color_range(full_range: bool) -> str:
+    """swscale's ``src_color_range``/``dst_color_range`` name of a range."""
+    return "JPEG" if full_range else "MPEG"
+
+
+def work_format(pix_fmt: str, bit_depth: int) -> str:
+    """The planar format frames of ``pix_fmt`` are colorized in: their own where chroma can be
+    written into it, else 4:4:4 at their depth (RGB, gray, packed and semi-planar formats)."""
+    if pix_fmt in WORK_FORMATS:
+        return pix_fmt
+    return "yuv444p10le" if bit_depth > 8 else "yuv444p"
 
 
 def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
@@ -104,6 +143,19 @@ def _range_scale(bit_depth: int, full_range: bool) -> tuple[float, float, float,
         return 0.0, float(peak), centre, float(peak)
     scale = 1 << (bit_depth - 8)
     return 16.0 * scale, 219.0 * scale, centre, 224.0 * scale
+
+
+def luma_to_gray(y, bit_depth: int, full_range: bool):
+    """Y' code values (a tensor or an array) -> the gray level, 0..1 for legal values (not clipped)."""
+    y_off, y_span, _, _ = _range_scale(bit_depth, full_range)
+    return (y - y_off) / y_span
+
+
+def luma_to_lightness(y: torch.Tensor, bit_depth: int, full_range: bool) -> torch.Tensor:
+    """Y' code values -> Lab L of the gray with that luma (R' = G' = B' = Y')."""
+    gray = luma_to_gray(y, bit_depth, full_range)
+    # a gray's luminance is its linear value, since the luminance weights sum to 1
+    return luminance_to_lightness(srgb_to_linear(gray.clamp(0, 1)))
 
 
 def ycbcr_to_rgb(

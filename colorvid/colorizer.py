@@ -18,46 +18,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorvid.color import lab_to_rgb, luminance_to_lightness, rgb_to_chroma, rgb_to_lab, srgb_to_linear
+from colorvid.color import (
+    WORK_FORMATS,
+    lab_to_rgb,
+    luma_to_lightness,
+    rgb_to_chroma,
+    rgb_to_lab,
+    sws_color_range,
+    sws_colorspace,
+)
 from colorvid.errors import ColorizeError
-from colorvid.model import Colorizer, inference_size
+from colorvid.models.effnet_unet import Colorizer, inference_size
 from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
 
-# Planar Y'CbCr formats we write chroma into: name -> (bit depth, log2 chroma subsampling w, h).
-WORK_FORMATS = {
-    "yuv420p": (8, 1, 1),
-    "yuv422p": (8, 1, 0),
-    "yuv444p": (8, 0, 0),
-    "yuvj420p": (8, 1, 1),
-    "yuvj422p": (8, 1, 0),
-    "yuvj444p": (8, 0, 0),
-    "yuv420p10le": (10, 1, 1),
-    "yuv422p10le": (10, 1, 0),
-    "yuv444p10le": (10, 0, 0),
-}
-
 GUIDE_RADIUS = 2  # box radius of the guided filter, in model-output pixels
 GUIDE_EPS = 1e-3  # regularisation of the guided filter, for L scaled to 0..1
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {name!r} requested but Apple MPS is not available")
-    return device
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -84,17 +61,6 @@ def guided_upsample(
     coefficients = box_filter(torch.cat((a * scale, b), dim=1), GUIDE_RADIUS)
     coefficients = F.interpolate(coefficients, size=guide_high.shape[-2:], mode="bilinear", align_corners=False)
     return torch.addcmul(coefficients[:, channels:], coefficients[:, :channels], guide_high)
-
-
-def luma_to_lightness(y: torch.Tensor, bit_depth: int, full_range: bool) -> torch.Tensor:
-    """Y' code values -> Lab L of the gray with that luma (R' = G' = B' = Y')."""
-    if full_range:
-        gray = y / float((1 << bit_depth) - 1)
-    else:
-        scale = 1 << (bit_depth - 8)
-        gray = (y - 16.0 * scale) / (219.0 * scale)
-    # a gray's luminance is its linear value, since the luminance weights sum to 1
-    return luminance_to_lightness(srgb_to_linear(gray.clamp(0, 1)))
 
 
 @dataclass
@@ -136,13 +102,12 @@ class FrameColorizer:
         self.device = device
         self.matrix = matrix
         self.full_range = full_range
-        sws_space = {"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}
         source_full_range = full_range if source_full_range is None else source_full_range
         self._reformat_args = dict(
-            src_colorspace=sws_space[source_matrix or matrix],
-            dst_colorspace=sws_space[matrix],
-            src_color_range="JPEG" if source_full_range else "MPEG",
-            dst_color_range="JPEG" if full_range else "MPEG",
+            src_colorspace=sws_colorspace(source_matrix or matrix),
+            dst_colorspace=sws_colorspace(matrix),
+            src_color_range=sws_color_range(source_full_range),
+            dst_color_range=sws_color_range(full_range),
         )
         self.render_size = render_size
         self.dtype = torch.float16 if half else torch.float32

@@ -1,8 +1,8 @@
 """Training the confidence head: where a trained colorizer should hold back its colors.
 
 The encoder, decoder and both ab heads of an existing colorvid model stay as
-they are; only the small :class:`~colorvid.model.ConfidenceHead` learns, to
-predict :func:`~colorvid.model.hue_agreement` of the model's own
+they are; only the small :class:`~colorvid.models.effnet_unet.ConfidenceHead` learns, to
+predict :func:`~colorvid.models.effnet_unet.hue_agreement` of the model's own
 classification head (its posterior with the class rebalancing weights taken
 back out). So the model file must carry a classification head, as every
 model ``colorvid train`` writes does.
@@ -28,9 +28,16 @@ import torch.nn.functional as F
 
 from colorvid.color import rgb_to_lab
 from colorvid.errors import ColorizeError
-from colorvid.model import Colorizer, hue_agreement, read_model_file
+from colorvid.models.effnet_unet import Colorizer, hue_agreement, read_model_file
 from colorvid.train import (
-    TrainOptions, add_scores, center_crops, load_dataset, random_batch, rebalance_weights, start_run, train_head,
+    TrainOptions,
+    add_scores,
+    center_crops,
+    load_dataset,
+    random_batch,
+    rebalance_weights,
+    start_run,
+    train_head,
 )
 
 log = logging.getLogger("colorvid.train")

@@ -15,3 +15,11 @@ class OutputError(ColorizeError):
 
 class WeightsError(ColorizeError):
     """A model cannot be found, fetched, verified or loaded."""
+
+
+class SeekError(InputError):
+    """The file cannot be positioned by time; read it from the start instead."""
+
+
+class ModelFileError(ValueError):
+    """The file is not a model this version can load (wrapped into a WeightsError naming the file)."""

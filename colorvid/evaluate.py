@@ -38,14 +38,16 @@ from typing import Iterator
 import torch
 
 from colorvid import metrics
+from colorvid.color import sws_color_range, sws_colorspace
 from colorvid.errors import InputError
-from colorvid.pipeline import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ColorizeOptions, ProgressFactory, no_progress
+from colorvid.io.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from colorvid.pipeline import ColorizeOptions, ProgressFactory, load_for, no_progress
+from colorvid.runtime import LoadedModel
 
 log = logging.getLogger("colorvid")
 
 PSNR_CAP_DB = 100.0  # an exact frame would make the mean infinite
 SSIM_FULL_PIXELS = 640 * 360  # frames up to this size get SSIM on every frame
-TEMP_MARK = ".colorvid-tmp-"  # files the pipeline is still writing
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class Clip:
 
 
 def _visible(path: Path) -> bool:
-    return TEMP_MARK not in path.name and not path.name.startswith(".")
+    return not path.name.startswith(".")  # hidden files, and colorvid's temporary ones
 
 
 def _images_in(folder: Path) -> tuple[Path, ...]:
@@ -211,8 +213,8 @@ class _Format:
         """A decoded or colorized frame -> RGB (3, H, W) uint8."""
         rgb = frame.reformat(
             format="rgb24",
-            src_colorspace={"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}[self.matrix],
-            src_color_range="JPEG" if self.full_range else "MPEG",
+            src_colorspace=sws_colorspace(self.matrix),
+            src_color_range=sws_color_range(self.full_range),
         ).to_ndarray()
         return torch.from_numpy(rgb).permute(2, 0, 1)
 
@@ -223,13 +225,12 @@ def open_clip(clip: Clip) -> Iterator[tuple[_Format, Iterator]]:
     if clip.images is not None:
         yield _image_format(clip), _image_frames(clip)
         return
-    from colorvid.colorizer import WORK_FORMATS
-    from colorvid.video_io import VideoReader, probe
+    from colorvid.color import work_format
+    from colorvid.io import VideoReader, probe
 
     info = probe(clip.path)
-    deep = info.bit_depth > 8
-    work_format = info.pix_fmt if info.pix_fmt in WORK_FORMATS else ("yuv444p10le" if deep else "yuv444p")
-    fmt = _Format(info.width, info.height, info.matrix, info.full_range, work_format, info.frame_count)
+    fmt = _Format(info.width, info.height, info.matrix, info.full_range, work_format(info.pix_fmt, info.bit_depth),
+                  info.frame_count)
     with VideoReader(clip.path) as reader:
         yield fmt, iter(reader)
 
@@ -379,35 +380,29 @@ def evaluate(
     """
     clips = find_clips(references)
     outputs = pair_outputs(clips, colorized) if colorized is not None else None
-    pipeline = None
+    model = None
     settings: dict = {"psnr_cap_db": PSNR_CAP_DB, "max_frames": options.max_frames}
     if outputs is None:
-        from colorvid.pipeline import Pipeline
-
-        pipeline = Pipeline(options.colorize)
-        opts = pipeline.options  # with the temporal mode and strength settled for the model
-        settings.update(model=opts.model, device=str(pipeline.device), render_size=opts.render_size,
-                        smooth=opts.smooth, temporal=opts.temporal, batch_size=opts.batch_size)
+        model = load_for(options.colorize)
+        settings.update(model=model.name, device=str(model.device), render_size=model.render_size,
+                        smooth=model.smooth, temporal=model.temporal, batch_size=options.colorize.batch_size)
     results = []
     for index, clip in enumerate(clips):
-        if outputs is None:
-            results.append(_colorize_and_score(clip, pipeline, options, progress))
+        if model is not None:
+            results.append(_colorize_and_score(clip, model, options, progress))
         else:
             results.append(_score_existing(clip, outputs[index], options, progress))
     return Evaluation(results, _mean_over(results), settings)
 
 
-def _colorize_and_score(clip: Clip, pipeline, options: EvaluateOptions, progress: ProgressFactory) -> ClipScores:
-    from colorvid.colorizer import FrameColorizer
-
-    opts = pipeline.options
+def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions, progress: ProgressFactory
+                        ) -> ClipScores:
     with open_clip(clip) as (fmt, frames):
-        colorizer = FrameColorizer(pipeline.model, pipeline.device, fmt.matrix, fmt.full_range, opts.render_size,
-                                   opts.smooth, pipeline.half, temporal=opts.temporal)
+        colorizer = model.frame_colorizer(fmt.matrix, fmt.full_range)
         meter = ClipMeter(fmt.matrix, options.ssim_every or ssim_stride(fmt.width, fmt.height))
         bar = progress(clip.path.name, _limit(fmt.frame_count, options.max_frames))
         try:
-            for batch in _batches(frames, opts.batch_size, options.max_frames):
+            for batch in _batches(frames, options.colorize.batch_size, options.max_frames):
                 colorized = colorizer.colorize_frames(batch, fmt.work_format)
                 for source, out in zip(batch, colorized):
                     meter.add(fmt.to_rgb(out), fmt.to_rgb(source))

@@ -2,7 +2,7 @@
 
 ``extract_frames`` writes ``frame_000001.png``... and a ``manifest.json`` that
 records everything needed to rebuild the video: the source path, the
-:class:`~colorvid.video_io.VideoInfo` (time base, rate, size, rotation, colour
+:class:`~colorvid.io.VideoInfo` (time base, rate, size, rotation, colour
 tags, metadata) and each frame's file name and pts. The images can then be
 edited or colorized by any tool; ``stitch_frames`` encodes them again with the
 original timestamps and carries the source's audio and subtitles over.
@@ -20,8 +20,16 @@ from fractions import Fraction
 
 import av
 
+from colorvid import atomic
 from colorvid.errors import InputError, OutputError
-from colorvid.video_io import EncodeOptions, VideoInfo, VideoReader, VideoWriter, check_output, probe
+from colorvid.io import (
+    EncodeOptions,
+    VideoInfo,
+    VideoReader,
+    VideoWriter,
+    check_output,
+    probe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +181,9 @@ def _prepare_folder(out_dir: str, overwrite: bool) -> None:
 
 
 def _write_json(path: str, data: dict) -> None:
-    temp = f"{path}.colorvid-tmp"
     try:
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(temp, path)
+        atomic.write_text(path, json.dumps(data, indent=1))
     except OSError as exc:
-        if os.path.exists(temp):
-            os.remove(temp)
         raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
 
 

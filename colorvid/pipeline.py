@@ -17,36 +17,27 @@ the temporal smoother still remembers, so no seam shows where it started.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
-import queue
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 
+from colorvid import atomic
 from colorvid.errors import ColorizeError, InputError, OutputError
-from colorvid.smoothing import temporal_settings
+from colorvid.io.formats import IMAGE_SUFFIXES, OUTPUT_EXTENSIONS, VIDEO_SUFFIXES
+from colorvid.runtime import LoadedModel
 
 if TYPE_CHECKING:
     from colorvid.chunks import FrameRange
 
 log = logging.getLogger("colorvid")
 
-VIDEO_SUFFIXES = {
-    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv",
-    ".wmv", ".asf", ".ogv", ".3gp", ".mxf", ".dv", ".vob", ".y4m", ".nut",
-}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-# Containers colorvid writes; a batch output keeps the input's when it is one of these.
-WRITABLE_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts", ".mpg"}
-QUEUE_BATCHES = 2  # batches waiting between stages
-_MATRIX_OF_SWS = {"itu601": "bt601", "itu709": "bt709", "bt2020": "bt2020"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +90,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
         if path.is_dir():
             found.extend(
                 sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                       and ".colorvid-tmp-" not in p.name)
+                       and not atomic.is_temporary(p))
             )
         elif not path.exists() and glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
@@ -124,7 +115,8 @@ def plan_jobs(inputs: list[str], output: Path, options: ColorizeOptions) -> list
     for path in files:
         root = next((r for r in roots if _is_relative_to(path, r)), None)
         relative = path.relative_to(root) if root else Path(path.name)
-        suffix = options.suffix or (path.suffix.lower() if path.suffix.lower() in WRITABLE_SUFFIXES | IMAGE_SUFFIXES else ".mkv")
+        kept = path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in OUTPUT_EXTENSIONS
+        suffix = options.suffix or (path.suffix.lower() if kept else ".mkv")
         jobs.append(Job(path, output / relative.with_suffix(suffix)))
     seen: dict[Path, Path] = {}
     for job in jobs:
@@ -162,28 +154,92 @@ def no_progress(name: str, total: int | None) -> Progress:
     return Progress()
 
 
+def load_for(options: ColorizeOptions) -> LoadedModel:
+    """The model and settings ``options`` ask for, loaded."""
+    return LoadedModel.load(options.model, options.device, options.half, options.render_size, options.temporal,
+                            options.smooth)
+
+
+class Report:
+    """``--report``: one JSON line per file appended to a file, flushed at once, so it survives a crash.
+
+    Raises:
+        OutputError: the file cannot be opened or written.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._handle = None
+        if path is not None:
+            try:
+                self._handle = open(path, "a", encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot write the report ({exc.strerror})") from None
+
+    def __enter__(self) -> Report:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def add(self, result: FileResult) -> None:
+        if self._handle is None:
+            return
+        entry = asdict(result)
+        entry["seconds"] = round(entry["seconds"], 3)
+        try:
+            self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the report ({exc.strerror})") from None
+
+
+def colorize_files(
+    inputs: list[str],
+    output: Path,
+    options: ColorizeOptions,
+    progress: ProgressFactory = no_progress,
+    report: Path | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    """Colorize every input (files, folders, globs) into ``output`` with one model.
+
+    A file that fails does not stop the others: its result says why. Each
+    result goes to ``report`` (JSON lines) and to ``on_result`` as soon as it
+    is known; an interrupted file is reported as such before the
+    KeyboardInterrupt goes on.
+
+    Raises:
+        ColorizeError: the inputs or output cannot be planned, the report cannot be
+            written, or the model cannot be loaded.
+    """
+    jobs = plan_jobs(inputs, output, options)
+    results = []
+    with Report(report) as log_file:
+        runner = Pipeline(options, progress=progress)
+        for job in jobs:
+            try:
+                result = runner.run_one(job)
+            except KeyboardInterrupt:
+                log_file.add(FileResult(str(job.input), str(job.output), "interrupted"))
+                raise
+            log_file.add(result)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
 class Pipeline:
-    """Holds the model; colorizes any number of files with it."""
+    """Colorizes any number of files with one loaded model (``model``, loaded from ``options`` if not given)."""
 
-    def __init__(self, options: ColorizeOptions, progress: ProgressFactory = no_progress):
-        from colorvid.colorizer import select_device
-        from colorvid.weights import open_model
-
-        self.options = options
-        try:
-            self.device = select_device(options.device)
-        except ValueError as exc:
-            raise ColorizeError(str(exc)) from None
-        self.half = options.half if options.half is not None else self.device.type == "cuda"
-        self.model = open_model(options.model, self.device, self.half, optimize=True)
-        has_head = getattr(self.model, "temporal", None) is not None
-        try:
-            temporal, smooth = temporal_settings(options.temporal, options.smooth, has_head)
-        except ValueError as exc:
-            raise ColorizeError(f"{options.model or 'the default model'}: {exc}") from None
-        self.options = options = replace(options, temporal=temporal, smooth=smooth)
+    def __init__(self, options: ColorizeOptions, progress: ProgressFactory = no_progress,
+                 model: LoadedModel | None = None):
+        self.runtime = model if model is not None else load_for(options)
+        # with the temporal mode and strength settled for the model
+        self.options = replace(options, temporal=self.runtime.temporal, smooth=self.runtime.smooth)
         self.progress = progress
-        self._model_id: str | None = None
 
     def run_one(self, job: Job) -> FileResult:
         start = time.monotonic()
@@ -238,15 +294,11 @@ class Pipeline:
         except OSError as exc:
             raise InputError(f"{source}: not a readable image ({exc})") from None
         tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
-        out = colorize_rgb(self.model, tensor, self.device, self.options.render_size, self.half)
+        runtime = self.runtime
+        out = colorize_rgb(runtime.model, tensor, runtime.device, runtime.render_size, runtime.half)
         array = (out.permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-        temp = target.with_name(f".{target.stem}.colorvid-tmp{target.suffix}")
-        try:
+        with atomic.atomic_path(target) as temp:
             Image.fromarray(array).save(temp)
-            os.replace(temp, target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
         return 1
 
     # --- video
@@ -260,7 +312,7 @@ class Pipeline:
         SIGTERM) keeps that folder for ``resume``, any other failure removes it.
         """
         from colorvid import chunks
-        from colorvid.video_io import check_output, probe
+        from colorvid.io import check_output, probe
 
         opts = self.options
         info = probe(source)
@@ -303,7 +355,7 @@ class Pipeline:
 
     def _frame_range(self, source: Path) -> FrameRange:
         from colorvid.chunks import FrameRange, segment_range, time_range
-        from colorvid.video_io import timeline
+        from colorvid.io import timeline
 
         opts = self.options
         if opts.segment is None and opts.time_range is None:
@@ -317,11 +369,11 @@ class Pipeline:
         """Everything that changes the output's frames: a run is only resumed with the same."""
         opts = self.options
         return {
-            "model": self._model_sha256(),
+            "model": self.runtime.sha256,
             "render_size": opts.render_size,
             "temporal": opts.temporal,
             "smooth": opts.smooth,
-            "half": self.half,
+            "half": self.runtime.half,
             "deinterlace": opts.deinterlace,
             "codec": opts.codec,
             "crf": opts.crf,
@@ -329,33 +381,24 @@ class Pipeline:
             "pix_fmt": opts.pix_fmt,
         }
 
-    def _model_sha256(self) -> str:
-        if self._model_id is None:
-            from colorvid.weights import load_registry, resolve, sha256_file
-
-            registry = load_registry()
-            self._model_id = sha256_file(resolve(self.options.model or registry.default_name(), registry))
-        return self._model_id
-
     def _encode_chunks(self, source: Path, info, folder, target: Path, frames) -> None:
         from colorvid.chunks import ChunkWriter, encode_options
-        from colorvid.colorizer import WORK_FORMATS, FrameColorizer
+        from colorvid.color import work_format
+        from colorvid.io import PacketEncoder
+        from colorvid.selection import FrameSelection
         from colorvid.smoothing import memory_frames
-        from colorvid.video_io import PacketEncoder
+        from colorvid.stages import Sink, Stage, batched
 
         opts = self.options
         probe_encoder = PacketEncoder(target, info, encode_options(folder.state))  # refuses bad settings now
         probe_encoder.close()
         # chroma is computed in the encoder's Y'CbCr (MJPEG, for one, is always full range)
-        colorizer = FrameColorizer(
-            self.model, self.device, _MATRIX_OF_SWS[probe_encoder.sws_colorspace],
-            probe_encoder.sws_color_range == "JPEG", opts.render_size, opts.smooth, self.half,
-            temporal=opts.temporal, source_matrix=info.matrix, source_full_range=info.full_range,
+        colorizer = self.runtime.frame_colorizer(
+            probe_encoder.matrix, probe_encoder.full_range, source_matrix=info.matrix, source_full_range=info.full_range
         )
-        work_format = probe_encoder.pix_fmt if probe_encoder.pix_fmt in WORK_FORMATS else (
-            "yuv444p10le" if info.bit_depth > 8 else "yuv444p")
+        frames_format = work_format(probe_encoder.pix_fmt, info.bit_depth)
         done_pts = folder.chunks[-1]["last_pts"] if folder.chunks else None
-        selection = _FrameSelection(
+        selection = FrameSelection(
             source, info, frames, done_pts, warmup=memory_frames(opts.temporal, opts.smooth),
             deinterlace=opts.deinterlace,
         )
@@ -363,10 +406,10 @@ class Pipeline:
         progress.update(folder.frames)
         writer = ChunkWriter(folder, target, opts.chunk_seconds)
         try:
-            batches = _batched(selection, opts.batch_size)
-            with _Stage(batches, "decode") as decoded, _Sink(writer.write, "encode") as encoder:
+            batches = batched(selection, opts.batch_size)
+            with Stage(batches, "decode") as decoded, Sink(writer.write, "encode") as encoder:
                 for batch in decoded:
-                    out = colorizer.colorize_frames([frame for frame, _ in batch], work_format)
+                    out = colorizer.colorize_frames([frame for frame, _ in batch], frames_format)
                     kept = [frame for frame, (_, keep) in zip(out, batch) if keep]
                     if kept:
                         encoder.put(kept)
@@ -383,146 +426,8 @@ class Pipeline:
 
 def _remove_stale_temp_files(target: Path) -> None:
     """Temporary outputs a killed run left (only called while holding the target's work folder)."""
-    for stale in target.parent.glob(f".{glob.escape(target.stem)}.colorvid-tmp-*{glob.escape(target.suffix)}"):
+    for stale in target.parent.glob(atomic.temp_pattern(target)):
         stale.unlink(missing_ok=True)
-
-
-class _FrameSelection:
-    """The decoded frames a run needs, each with whether it is written: ``(frame, keep)``.
-
-    A run that starts inside the film (a resume, or a part other than the
-    first) also needs the frames just before its first one: ``warmup`` frames
-    are colorized but not written, so the temporal smoother has the state an
-    uninterrupted run would have; with deinterlacing, a few more go through
-    the filter only (it looks at neighbouring frames), and so do a few after
-    a part's end. No other frame reaches the network.
-
-    Frames are told apart by their timestamps. Decoding starts at a keyframe
-    before the first frame needed (found by a first pass that only decodes,
-    from a seek point that is moved back until it is early enough); a file
-    that cannot seek, or has frames without timestamps, is decoded from its
-    start. ``reached_end`` says whether decoding reached the end of the file.
-    """
-
-    _CONTEXT_AFTER = 2  # frames after a part's end, for the deinterlacer
-    _SEEK_MARGIN = 2.0  # seconds before the frames needed
-
-    def __init__(self, source: Path, info, frames, done_pts: int | None, warmup: int, deinterlace: str | None):
-        self.source = source
-        self.info = info
-        self.frames = frames
-        self.done_pts = done_pts
-        self.warmup = warmup
-        self.deinterlace = deinterlace
-        self.filter_context = 2 if deinterlace else 0
-        self.reached_end = False
-
-    def _before(self, pts: int) -> bool:
-        """Does this frame come before the first one to write?"""
-        start, done = self.frames.start, self.done_pts
-        return (start is not None and pts < start) or (done is not None and pts <= done)
-
-    def _wanted(self, pts: int) -> bool:
-        return self.frames.contains(pts) and not self._before(pts)
-
-    def __iter__(self) -> Iterator[tuple]:
-        from colorvid.video_io import VideoReader, deinterlaced
-
-        seek_pts, context = None, []
-        if self.frames.start is not None or self.done_pts is not None:
-            seek_pts, context = self._find_context()
-        warm = set(context[max(0, len(context) - self.warmup):]) if self.warmup else set()
-        context = set(context)
-        with VideoReader(self.source, seek_pts=seek_pts) as reader:
-
-            def decoded():
-                after_end = 0
-                for frame in reader:
-                    pts = frame.pts
-                    if self._before(pts) and pts not in context:
-                        continue
-                    if self.frames.end is not None and pts >= self.frames.end:
-                        after_end += 1
-                        if after_end > (self._CONTEXT_AFTER if self.deinterlace else 0):
-                            return
-                    yield frame
-                self.reached_end = True
-
-            stream = deinterlaced(decoded(), self.deinterlace) if self.deinterlace else decoded()
-            told = False
-            for frame in stream:
-                pts = frame.pts
-                if self._wanted(pts):
-                    if not told and not self.deinterlace and frame.interlaced_frame:
-                        log.info("%s: the video is interlaced; --deinterlace may look better", self.source)
-                    told = True
-                    yield frame, True
-                elif pts in warm:
-                    yield frame, False
-
-    def _find_context(self) -> tuple[int | None, list[int]]:
-        """(seek point, pts of the frames needed before the first one to write).
-
-        Raises:
-            InputError: a resumed run's last written frame is no longer in the file.
-        """
-        from colorvid.video_io import SeekError
-
-        count = self.warmup + self.filter_context
-        boundary = max(b for b in (self.frames.start, self.done_pts) if b is not None)
-        time_base = self.info.time_base
-        rate = self.info.frame_rate or 25
-        margin = max(self._SEEK_MARGIN, 2 * (count + 1) / float(rate))
-        for factor in (1, 4, 16):
-            target = boundary - round(Fraction(margin * factor) / time_base)
-            if target <= round(Fraction(self.info.start_time) / time_base):
-                break  # that is the start of the file anyway
-            try:
-                found = self._scan(target, count)
-            except SeekError:
-                break
-            if found is not None:
-                return target, found
-        found = self._scan(None, count)
-        if found is None:
-            at = float(self.done_pts * time_base)
-            raise InputError(
-                f"{self.source}: the frame at {at:.3f} s, the last one done before, is not in the file any more; "
-                "it decodes differently than when this run started (use --overwrite to start over)"
-            )
-        return None, found
-
-    def _scan(self, seek_pts: int | None, count: int) -> list[int] | None:
-        """Decode from ``seek_pts`` to the first frame to write; the pts of the ``count`` frames
-        before it, or None if the seek did not land early enough (or timestamps are unreliable)."""
-        from colorvid.video_io import VideoReader
-
-        context: deque[int] = deque(maxlen=count or None)
-        seen_done = self.done_pts is None
-        first = True
-        with VideoReader(self.source, seek_pts=seek_pts) as reader:
-            try:
-                for frame in reader:
-                    if seek_pts is not None and reader.frames_without_pts:
-                        return None
-                    pts = frame.pts
-                    if not self._before(pts):
-                        if first and seek_pts is not None:
-                            return None  # landed after the frames needed
-                        break
-                    first = False
-                    seen_done = seen_done or pts == self.done_pts
-                    if count:
-                        context.append(pts)
-            except InputError:
-                if seek_pts is not None:
-                    return None
-                raise
-        if not seen_done:
-            return None
-        if seek_pts is not None and len(context) < count:
-            return None  # too close to the seek point: start earlier
-        return list(context)
 
 
 def check_output_image(source: Path, target: Path, overwrite: bool) -> None:
@@ -532,118 +437,3 @@ def check_output_image(source: Path, target: Path, overwrite: bool) -> None:
         raise OutputError(f"{target}: the output would overwrite the input")
     if not os.access(target.parent, os.W_OK):
         raise OutputError(f"{target}: folder {target.parent} is not writable")
-
-
-def _batched(frames: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class _Stage:
-    """Runs an iterator in a thread, handing its items over through a bounded queue."""
-
-    _DONE = object()
-
-    def __init__(self, source: Iterable, name: str):
-        self._source = source
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"colorvid-{name}", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            for item in self._source:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer
-            self._error = exc
-        finally:
-            self._put_done()
-
-    def _put_done(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(self._DONE, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __enter__(self) -> Iterator:
-        self._thread.start()
-        return self._items()
-
-    def _items(self) -> Iterator:
-        while True:
-            item = self._queue.get()
-            if item is self._DONE:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield item
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-class _Sink:
-    """Consumes batches in a thread (the encoder); errors surface on the next put or at exit."""
-
-    _DONE = object()
-
-    def __init__(self, consume: Callable, name: str):
-        self._consume = consume
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        self._error: BaseException | None = None
-        self._failed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"colorvid-{name}", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            batch = self._queue.get()
-            if batch is self._DONE:
-                return
-            if self._failed.is_set():
-                continue  # drain without work after a failure
-            try:
-                for item in batch:
-                    self._consume(item)
-            except BaseException as exc:
-                self._error = exc
-                self._failed.set()
-
-    def put(self, batch: list) -> None:
-        if self._error is not None:
-            raise self._error
-        while True:
-            try:
-                self._queue.put(batch, timeout=0.1)
-                return
-            except queue.Full:
-                if self._error is not None:
-                    raise self._error
-
-    def __enter__(self) -> "_Sink":
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._failed.set()  # the block failed: stop encoding, just drain
-        self._queue.put(self._DONE)
-        self._thread.join()
-        if exc_type is None and self._error is not None:
-            raise self._error

@@ -14,15 +14,17 @@ import itertools
 import logging
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
+from colorvid import atomic
+from colorvid.color import luma_to_gray
 from colorvid.errors import InputError, OutputError
-from colorvid.pipeline import IMAGE_SUFFIXES, ColorizeOptions, check_output_image
+from colorvid.io.formats import IMAGE_SUFFIXES
+from colorvid.pipeline import ColorizeOptions, check_output_image
 
 log = logging.getLogger("colorvid")
 
@@ -61,9 +63,9 @@ def make_preview(source: str | os.PathLike, target: str | os.PathLike, options: 
         OutputError: the sheet cannot be written (exists without ``overwrite``, bad extension, ...).
         WeightsError: the model cannot be loaded.
     """
-    from colorvid.colorizer import WORK_FORMATS, FrameColorizer
-    from colorvid.pipeline import Pipeline
-    from colorvid.video_io import probe
+    from colorvid.color import work_format
+    from colorvid.io import probe
+    from colorvid.pipeline import load_for
 
     source, target = Path(source), Path(target)
     if target.suffix.lower() not in IMAGE_SUFFIXES:
@@ -76,12 +78,8 @@ def make_preview(source: str | os.PathLike, target: str | os.PathLike, options: 
     info = probe(source)
     frames = pick_frames(source, info, options.frames)
 
-    pipeline = Pipeline(options.colorize)
-    deep = info.bit_depth > 8
-    work_format = info.pix_fmt if info.pix_fmt in WORK_FORMATS else ("yuv444p10le" if deep else "yuv444p")
-    colorizer = FrameColorizer(pipeline.model, pipeline.device, info.matrix, info.full_range,
-                               options.colorize.render_size, 0.0, pipeline.half)
-    colorized = colorizer.colorize_frames(frames, work_format)
+    colorizer = load_for(options.colorize).frame_colorizer(info.matrix, info.full_range, smoothing=False)
+    colorized = colorizer.colorize_frames(frames, work_format(info.pix_fmt, info.bit_depth))
 
     sws = dict(src_colorspace=info.sws_colorspace, src_color_range=info.sws_color_range)
     rows = [
@@ -117,24 +115,18 @@ class _CannotSeek(Exception):
     pass
 
 
-def _video_stream(container):
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    raise _CannotSeek("no video stream")
-
-
 def _seek_frames(path: Path, targets: list[float]) -> list[av.VideoFrame]:
     """The frame showing at each target time (seconds, in the stream's timeline; ascending).
 
     That is the last frame starting at or before the target, as a player
     would show it (the first frame, for a target before the start).
     """
+    from colorvid.errors import SeekError
+    from colorvid.io import VideoReader
+
     picked = []
-    with av.open(str(path)) as container:
-        stream = _video_stream(container)
-        stream.thread_type = "AUTO"
-        time_base = stream.time_base
+    with VideoReader(path) as reader:
+        time_base = reader.time_base
         decoded = None  # frames decoded since the last seek; None: seek
         pending = None  # a frame already decoded that starts after the previous target
         position = None  # start time of the last frame decoded
@@ -142,49 +134,40 @@ def _seek_frames(path: Path, targets: list[float]) -> list[av.VideoFrame]:
             just_sought = decoded is None or position is None or not 0 <= target - position <= SEEK_AHEAD_SECONDS
             if just_sought:
                 try:
-                    container.seek(math.floor(target / time_base), stream=stream, backward=True)
-                except av.FFmpegError as exc:
-                    raise _CannotSeek(f"seek failed: {exc}") from None
-                decoded, pending = _decode(container, stream), None
+                    decoded, pending = reader.frames_from(math.floor(target / time_base)), None
+                except SeekError as exc:
+                    raise _CannotSeek(str(exc)) from None
             chosen = None
             frames = itertools.chain([pending] if pending is not None else [], decoded)
             pending = None
-            for frame in frames:
-                if frame.pts is None:
-                    raise _CannotSeek("frames without timestamps")
-                position = float(frame.pts * time_base)
-                if just_sought and chosen is None and position > target + SEEK_AHEAD_SECONDS:
-                    raise _CannotSeek(f"a seek to {target:.2f} s landed at {position:.2f} s")
-                if position > target and chosen is not None:
-                    pending = frame  # shown after this target: keep it for the next one
-                    break
-                chosen = frame
-                if position >= target:
-                    break
-            else:
-                decoded = None  # the decoder is drained: seek for the next target
+            try:
+                for frame in frames:
+                    if reader.frames_without_pts:
+                        raise _CannotSeek("frames without timestamps")
+                    position = float(frame.pts * time_base)
+                    if just_sought and chosen is None and position > target + SEEK_AHEAD_SECONDS:
+                        raise _CannotSeek(f"a seek to {target:.2f} s landed at {position:.2f} s")
+                    if position > target and chosen is not None:
+                        pending = frame  # shown after this target: keep it for the next one
+                        break
+                    chosen = frame
+                    if position >= target:
+                        break
+                else:
+                    decoded = None  # the decoder is drained: seek for the next target
+            except SeekError as exc:
+                raise _CannotSeek(str(exc)) from None
             if chosen is None:
                 raise _CannotSeek(f"nothing decoded after a seek to {target:.2f} s")
             picked.append(chosen)
     return picked
 
 
-def _decode(container, stream):
-    """Frames from the current position; damaged packets are skipped."""
-    for packet in container.demux(stream):
-        try:
-            yield from packet.decode()
-        except av.FFmpegError:
-            continue
-
-
 def _scan_frames(path: Path, count: int, frame_count: int | None) -> list[av.VideoFrame]:
     """Sequential fallback: count the packets (cheap, nothing decoded), then decode up to the last pick."""
-    from colorvid.video_io import VideoReader
+    from colorvid.io import VideoReader, count_packets
 
-    if not frame_count:
-        with av.open(str(path)) as container:
-            frame_count = sum(1 for packet in container.demux(_video_stream(container)) if packet.size)
+    frame_count = frame_count or count_packets(path)
     wanted = sorted({min(frame_count - 1, int((k + 0.5) * frame_count / count)) for k in range(count)})
     picked = []
     with VideoReader(path) as reader:
@@ -216,12 +199,7 @@ def _gray(frame: av.VideoFrame, full_range: bool) -> np.ndarray:
     bits = frame.format.components[0].bits
     dtype = np.uint16 if bits > 8 else np.uint8
     y = np.frombuffer(plane, dtype=dtype).reshape(plane.height, -1)[:, : plane.width].astype(np.float32)
-    if full_range:
-        gray = y / ((1 << bits) - 1)
-    else:
-        scale = 1 << (bits - 8)
-        gray = (y - 16 * scale) / (219 * scale)
-    gray = (gray * 255).round().clip(0, 255).astype(np.uint8)
+    gray = (luma_to_gray(y, bits, full_range) * 255).round().clip(0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)
 
 
@@ -258,13 +236,8 @@ def _assemble(rows: list[list[np.ndarray]], max_width: int) -> np.ndarray:
 def _save_atomic(sheet: np.ndarray, target: Path) -> None:
     from PIL import Image
 
-    temp = target.with_name(f".{target.stem}.colorvid-tmp-{secrets.token_hex(4)}{target.suffix}")
     try:
-        Image.fromarray(sheet).save(temp)
-        os.replace(temp, target)
+        with atomic.atomic_path(target) as temp:
+            Image.fromarray(sheet).save(temp)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

@@ -224,7 +224,7 @@ class ModelSmoother(MotionSmoother):
     previous output each pixel keeps, instead of a fixed blend.
 
     Same warp and confidence as MotionSmoother; ``strength`` caps the share of the
-    previous colors (see :func:`colorvid.model.follow_previous`). Called with the
+    previous colors (see :func:`colorvid.models.effnet_unet.follow_previous`). Called with the
     decoder features of the batch besides ab and L.
     """
 
@@ -235,7 +235,7 @@ class ModelSmoother(MotionSmoother):
     def mix(
         self, own: torch.Tensor, warped: torch.Tensor, confidence: torch.Tensor, features: torch.Tensor | None
     ) -> torch.Tensor:
-        from colorvid.model import follow_previous
+        from colorvid.models.effnet_unet import follow_previous
 
         gate = self.head(features.to(own.dtype), own, warped, confidence)
         return follow_previous(gate, own, warped, confidence, self.strength)

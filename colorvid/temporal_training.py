@@ -1,7 +1,7 @@
 """Training the previous-frame model: a TemporalHead on top of a trained colorizer.
 
 The encoder and decoder of an existing colorvid model stay as they are; only
-the small :class:`~colorvid.model.TemporalHead` learns, from short runs of
+the small :class:`~colorvid.models.effnet_unet.TemporalHead` learns, from short runs of
 consecutive frames:
 
 - real runs: neighbouring frames of the video sequences in the data
@@ -40,11 +40,24 @@ from colorvid.color import lab_to_rgb, rgb_to_lab
 from colorvid.errors import ColorizeError
 from colorvid.flow import estimate_flow, warp
 from colorvid.metrics import psnr
-from colorvid.model import OUTPUT_STRIDE, Colorizer, follow_previous, read_model_file
+from colorvid.models.effnet_unet import (
+    OUTPUT_STRIDE,
+    Colorizer,
+    follow_previous,
+    read_model_file,
+)
 from colorvid.smoothing import DEFAULT_STRENGTH, warp_confidence
 from colorvid.train import (
-    HUBER_BETA, VIDEO_SUFFIXES, TrainOptions, _group_key, _is_validation, _load_image, list_sources, regression_loss,
-    start_run, train_head,
+    HUBER_BETA,
+    VIDEO_SUFFIXES,
+    TrainOptions,
+    _group_key,
+    _is_validation,
+    _load_image,
+    list_sources,
+    regression_loss,
+    start_run,
+    train_head,
 )
 
 log = logging.getLogger("colorvid.train")

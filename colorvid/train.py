@@ -1,6 +1,6 @@
 """Training the colorizer: data, ab quantization, losses, validation, checkpoints.
 
-Both heads of :class:`colorvid.model.Colorizer` are trained together: a
+Both heads of :class:`colorvid.models.effnet_unet.Colorizer` are trained together: a
 classification loss over quantized ab bins with class rebalancing (Zhang et
 al. 2016) and a Huber or squared-error loss on ab. Validation reports PSNR and colorfulness
 for both read-outs, so the shipped file can use the one that measures better.
@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from colorvid.color import lab_to_rgb, rgb_to_lab
 from colorvid.errors import ColorizeError
 from colorvid.metrics import colorfulness, psnr
-from colorvid.model import OUTPUT_STRIDE, Colorizer, ModelConfig, read_model_file, save_model
+from colorvid.models.effnet_unet import (
+    OUTPUT_STRIDE,
+    Colorizer,
+    ModelConfig,
+    read_model_file,
+    save_model,
+)
 
 log = logging.getLogger("colorvid.train")
 
@@ -366,7 +372,7 @@ def add_scores(sums: dict[str, float], rgb: torch.Tensor, lightness: torch.Tenso
 @torch.no_grad()
 def validate(model: Colorizer, images: torch.Tensor, batch_size: int) -> dict[str, float]:
     """PSNR and colorfulness of both read-outs against the truth and the gray baseline."""
-    from colorvid.model import annealed_mean
+    from colorvid.models.effnet_unet import annealed_mean
 
     model.eval()
     sums = {"psnr_regression": 0.0, "psnr_classification": 0.0, "psnr_gray": 0.0,

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Mapping
@@ -37,7 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from colorvid.errors import WeightsError
+from colorvid import atomic
+from colorvid.errors import ModelFileError, WeightsError
 
 log = logging.getLogger("colorvid")
 
@@ -254,7 +254,7 @@ _REGISTRY_HEADER = """\
 #
 # default = "NAME"           model used when none is named (optional)
 # [models.NAME]              NAME: lowercase letters, digits, '.', '_', '-'
-# architecture = "..."       network the file is for (colorvid.model.ARCHITECTURE)
+# architecture = "..."       network the file is for (colorvid.models.effnet_unet.ARCHITECTURE)
 # package_file = "weights/NAME.safetensors"
 #                            a file shipped in the package, relative to this file's folder
 #   or, for a file on the Hugging Face Hub (downloaded by `colorvid fetch-weights NAME`):
@@ -266,19 +266,6 @@ _REGISTRY_HEADER = """\
 # license = "..."            license of the weights
 # description = "..."
 """
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path = path.resolve()  # write through a symlink, never replace it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- hashing -------------------------------------------------------------------
@@ -397,11 +384,12 @@ def _resolve(name_or_path, registry, offline, cache_dir, check_file: bool) -> Pa
 
 
 def _resolve_entry(entry: ModelEntry, offline: bool | None, cache_dir) -> Path:
-    from colorvid.model import ARCHITECTURE
+    from colorvid.models import FAMILIES
 
-    if entry.architecture != ARCHITECTURE:
+    if entry.architecture not in FAMILIES:
         raise WeightsError(
-            f"model '{entry.name}' is a {entry.architecture!r} network; this colorvid loads {ARCHITECTURE!r}"
+            f"model '{entry.name}' is a {entry.architecture!r} network; this colorvid loads "
+            f"{', '.join(map(repr, FAMILIES))}"
         )
     if not entry.on_hub:
         return _verified_package_file(entry)
@@ -426,10 +414,10 @@ def _verified_package_file(entry: ModelEntry) -> Path:
 
 
 def _check_model_file(path: Path) -> None:
-    from colorvid.model import ModelFileError, read_model_file
+    from colorvid.models import check_model_file
 
     try:
-        read_model_file(path)
+        check_model_file(path)
     except ModelFileError as exc:
         raise WeightsError(f"{path}: {exc}") from None
 
@@ -606,12 +594,12 @@ def open_model(
     registry: Registry | None = None,
 ):
     """Resolve a model (None = the registry default) and load it for inference
-    (see :func:`colorvid.model.load_model` for ``fuse`` and ``optimize``).
+    (see :func:`colorvid.models.load_model` for ``fuse`` and ``optimize``).
 
     Raises:
         WeightsError: as :func:`resolve`, or the file is not a model this colorvid can load.
     """
-    from colorvid.model import ModelFileError, load_model
+    from colorvid.models import load_model
 
     registry = registry if registry is not None else load_registry()
     if name_or_path is None:
@@ -646,7 +634,7 @@ def register(
     package-data ships it. With ``hf_repo`` it is the local copy of the file
     uploaded to that repository at commit ``hf_revision``.
     """
-    from colorvid.model import ModelFileError, read_model_file
+    from colorvid.models import check_model_file
 
     path = Path(file).resolve()
     reg_path = registry_path(registry_file)
@@ -658,10 +646,10 @@ def register(
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        _, _, meta = read_model_file(path)
+        architecture = check_model_file(path)
     except ModelFileError as exc:
         raise WeightsError(f"{path}: {exc}") from None
-    common = dict(name=name, architecture=meta["architecture"], sha256=sha256_file(path), size=path.stat().st_size,
+    common = dict(name=name, architecture=architecture, sha256=sha256_file(path), size=path.stat().st_size,
                   license=license, description=description)
     if hf_repo is None:
         if hf_revision is not None or hf_filename is not None:
@@ -683,7 +671,7 @@ def register(
     new = replace(registry, models=models, default=name if make_default else registry.default)
     text = dump_registry(new)
     _parse_registry(reg_path, text)  # check what will be written exactly as colorvid will read it
-    _write_atomic(reg_path, text)
+    atomic.write_text(reg_path, text)
     return load_registry(reg_path).models[name]
 
 

@@ -26,7 +26,7 @@ from media import (
 from test_colorize import mean_chroma_offset, no_stray_files, run, tinted_model  # noqa: F401 (fixture)
 
 from colorvid.colorizer import FrameColorizer
-from colorvid.model import Colorizer, ModelConfig, save_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.smoothing import memory_frames
 
 CHUNK = ["--chunk-seconds", "0.25"]  # 6 frames at 24 fps: several chunks in a 1-2 s clip
@@ -103,7 +103,7 @@ def test_interrupted_run_resumes_to_the_same_film(tmp_path, varied_model, capsys
     chunks = [c["frames"] for c in json.loads((work / "state.json").read_text())["chunks"]]
     assert chunks in ([6], [6, 6], [6, 6, 6])  # (the encoder thread may lag behind)
     assert not out.exists() and no_stray_files(tmp_path)
-    assert not [p for p in os.listdir(work) if p.endswith(".partial")]
+    assert not [p for p in os.listdir(work) if "colorvid-tmp" in p]
 
     # without --resume the work is not thrown away
     status, err = run(["colorize", str(source), "-o", str(out), *args], capsys)
@@ -436,7 +436,7 @@ def test_unwritable_output_folder_fails_cleanly(tmp_path, tinted_model, capsys, 
 @pytest.mark.parametrize("where", ["chunk", "final"])
 def test_disk_full_midway_leaves_nothing_behind(tmp_path, tinted_model, capsys, monkeypatch, where):
     from colorvid import chunks
-    from colorvid.video_io import VideoWriter
+    from colorvid.io import VideoWriter
 
     source = tmp_path / "film.mp4"
     make_clip(source, frames=24, audio_tracks=1)

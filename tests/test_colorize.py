@@ -14,7 +14,7 @@ import torch
 from media import audio_packets, make_audio_only, make_clip, read_video_pts, stream_summary, subtitle_texts, truncate
 
 from colorvid import cli
-from colorvid.model import Colorizer, ModelConfig, save_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 
 TINT_AB = (30.0, 25.0)  # what the test model predicts everywhere: a warm orange
 

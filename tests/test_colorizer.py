@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from colorvid.colorizer import WORK_FORMATS, FrameColorizer, _Plane, guided_upsample
-from colorvid.model import Colorizer, ModelConfig, fuse_conv_bn
+from colorvid.color import WORK_FORMATS
+from colorvid.colorizer import FrameColorizer, _Plane, guided_upsample
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, fuse_conv_bn
 from colorvid.smoothing import DEFAULT_STRENGTH, MotionSmoother, TemporalSmoother, detect_cuts, temporal_settings
 
 

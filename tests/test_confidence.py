@@ -11,7 +11,8 @@ from test_train import _images
 
 from colorvid.confidence_training import GAINS, best_gain, load_base, train_confidence, validate
 from colorvid.errors import ColorizeError
-from colorvid.model import Colorizer, ModelConfig, hue_agreement, load_model, save_model
+from colorvid.models import load_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, hue_agreement, save_model
 from colorvid.train import TrainOptions, center_crops, gamut_bins, list_sources, rebalance_weights
 
 

@@ -17,7 +17,7 @@ from colorvid import metrics
 from colorvid.cli import main
 from colorvid.errors import InputError
 from colorvid.evaluate import PSNR_CAP_DB, ClipMeter, evaluate, find_clips, pair_outputs
-from colorvid.model import Colorizer, ModelConfig, save_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.pipeline import ColorizeOptions, Job, Pipeline
 
 RENDER = 32  # network input short side: the smallest the model takes, for speed

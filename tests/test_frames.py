@@ -16,7 +16,7 @@ from PIL import Image
 from colorvid.cli import main
 from colorvid.errors import InputError, OutputError
 from colorvid.frames import MANIFEST_NAME, _ImageEncoder, extract_frames, read_manifest, stitch_frames
-from colorvid.video_io import EncodeOptions
+from colorvid.io import EncodeOptions
 
 
 def image_files(folder):

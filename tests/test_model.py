@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from colorvid.model import Colorizer, ModelConfig, ModelFileError, inference_size, load_model, save_model
+from colorvid.errors import ModelFileError
+from colorvid.models import load_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, inference_size, save_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from media import make_clip, read_video_pts
 from PIL import Image
 from test_colorize import TINT_AB, mean_chroma_offset, run, y_psnr
 
-from colorvid.model import Colorizer, ModelConfig, follow_previous, load_model, save_model
+from colorvid.models import load_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, follow_previous, save_model
 from colorvid.smoothing import ModelSmoother, temporal_settings
 from colorvid.temporal_training import SEQUENCE_LENGTH, load_runs, random_runs, synthetic_run, train_previous_frame
 from colorvid.train import TrainOptions

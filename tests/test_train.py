@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from colorvid.model import Colorizer, ModelConfig, load_model
+from colorvid.models import load_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig
 from colorvid.train import TrainOptions, _group_key, gamut_bins, imagenet_encoder_state, train
 
 
@@ -45,7 +46,7 @@ def test_training_writes_a_usable_model_and_resumes(tmp_path):
 
 
 def test_fine_tuning_starts_from_an_existing_model(tmp_path):
-    from colorvid.model import save_model
+    from colorvid.models.effnet_unet import save_model
 
     data = _images(tmp_path / "data")
     start = tmp_path / "start.safetensors"

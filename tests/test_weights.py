@@ -40,7 +40,7 @@ def model_file(tmp_path_factory) -> Path:
     """A random-initialised colorvid model in fp16 (about 6 MB)."""
     import torch
 
-    from colorvid.model import Colorizer, ModelConfig, save_model
+    from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "random.safetensors"
@@ -156,7 +156,7 @@ def write_registry(folder: Path, text: str) -> Path:
 @pytest.fixture
 def registry(tmp_path, monkeypatch, model_file, model_sha) -> weights.Registry:
     """A registry with a hub model 'hubby' (default) and a package model 'packed', set as COLORVID_WEIGHTS_TOML."""
-    from colorvid.model import ARCHITECTURE
+    from colorvid.models.effnet_unet import ARCHITECTURE
 
     folder = tmp_path / "pkg"
     (folder / "weights").mkdir(parents=True)
@@ -320,7 +320,7 @@ def test_unknown_name_lists_known_names(registry):
 
 
 def test_package_model_is_verified_and_opens(registry):
-    from colorvid.model import Colorizer
+    from colorvid.models.effnet_unet import Colorizer
 
     path = weights.resolve("packed", registry)
     assert path == registry.models["packed"].package_path
@@ -358,7 +358,8 @@ def test_open_model_turns_a_bad_file_into_weights_error(tmp_path, registry):
 
 
 def test_fetch_downloads_verifies_and_then_uses_the_cache(hub, registry, model_file, model_sha, tmp_path):
-    from colorvid.model import Colorizer, load_model
+    from colorvid.models import load_model
+    from colorvid.models.effnet_unet import Colorizer
 
     hub.add(model_file.read_bytes())
     path = weights.fetch("hubby", registry)

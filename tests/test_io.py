@@ -1,4 +1,4 @@
-"""video_io: what a user would notice in the output file, and clear errors."""
+"""colorvid.io: what a user would notice in the output file, and clear errors."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from media import (
 )
 
 from colorvid.errors import InputError, OutputError
-from colorvid.video_io import EncodeOptions, VideoInfo, VideoReader, VideoWriter, check_output, probe
+from colorvid.io import EncodeOptions, VideoInfo, VideoReader, VideoWriter, check_output, probe
 
 
 def transcode(source, target, options=EncodeOptions(), passthrough=True):
@@ -255,7 +255,7 @@ def test_mjpeg_output_is_full_range_and_looks_the_same(tmp_path):
     source, target = tmp_path / "in.mp4", tmp_path / "out.avi"
     make_clip(source, frames=2, audio_tracks=0)  # limited range
     writer = transcode(source, target)
-    assert (writer.pix_fmt, writer.sws_color_range) == ("yuvj420p", "JPEG")
+    assert (writer.pix_fmt, writer.full_range) == ("yuvj420p", True)
 
     def first_rgb(path, color_range):
         with av.open(str(path)) as container:

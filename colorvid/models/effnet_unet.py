@@ -1,4 +1,4 @@
-"""The colorizer network: EfficientNet-Lite0 encoder on L, U-Net decoder to ab.
+"""colorvid's own colorizer family ("effnet-lite0-unet"): EfficientNet-Lite0 encoder on L, U-Net decoder to ab.
 
 The network sees L (0..100) at the inference size, whose sides are multiples
 of 32, and predicts ab at a quarter of that size. Two heads share the decoder:
@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from colorvid.errors import ModelFileError
 
 ARCHITECTURE = "effnet-lite0-unet"
 FORMAT_VERSION = "1"
@@ -290,14 +292,9 @@ def save_model(model: Colorizer, path: str | Path, half: bool = True, metadata: 
     save_file(state, str(path), metadata=meta)
 
 
-class ModelFileError(ValueError):
-    """The file is not a colorvid model this version can load."""
-
-
 def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -312,7 +309,12 @@ def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     return ModelConfig.from_json(meta["config"]), state, meta
 
 
-def load_model(
+def check(path: str | Path) -> None:
+    """Raise ModelFileError unless ``path`` is a model file of this family that this version reads."""
+    read_model_file(path)
+
+
+def load(
     path: str | Path, device: torch.device | str = "cpu", half: bool = False, fuse: bool = True, optimize: bool = False
 ) -> nn.Module:
     """Load a weights file for inference: eval mode, Conv+BN fused, channels_last.

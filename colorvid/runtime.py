@@ -1,0 +1,115 @@
+"""A colorizer ready to run: the loaded network, its device and precision, and the settings
+resolved for it (temporal mode and strength, render size).
+
+``colorize``, ``evaluate`` and ``preview`` each load one :class:`LoadedModel`
+and make a :class:`~colorvid.colorizer.FrameColorizer` from it for every video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from colorvid.colorizer import FrameColorizer
+from colorvid.errors import ColorizeError
+from colorvid.smoothing import temporal_settings
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU.
+
+    Raises:
+        ValueError: the device named is not available.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} requested but Apple MPS is not available")
+    return device
+
+
+@dataclass
+class LoadedModel:
+    """The network on its device, with the settings every frame is colorized with."""
+
+    model: nn.Module
+    device: torch.device
+    half: bool
+    name: str | None  # as the user gave it (a registry name or a file); None: the registry's default
+    render_size: int
+    temporal: str  # "none", "blend", "flow" or "model", settled for this model
+    smooth: float
+    _sha256: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        name: str | None = None,
+        device: str = "auto",
+        half: bool | None = None,
+        render_size: int = 256,
+        temporal: str | None = None,
+        smooth: float | None = None,
+    ) -> LoadedModel:
+        """Resolve and load a model (see :func:`colorvid.weights.open_model`).
+
+        ``half`` None means half precision on CUDA only; ``temporal`` and ``smooth``
+        None mean the model's defaults (:func:`colorvid.smoothing.temporal_settings`).
+
+        Raises:
+            ColorizeError: the device is not available, or the temporal settings do not fit the model.
+            WeightsError: the model cannot be found, verified or loaded.
+        """
+        from colorvid.weights import open_model
+
+        try:
+            torch_device = select_device(device)
+        except ValueError as exc:
+            raise ColorizeError(str(exc)) from None
+        half = half if half is not None else torch_device.type == "cuda"
+        model = open_model(name, torch_device, half, optimize=True)
+        has_head = getattr(model, "temporal", None) is not None
+        try:
+            temporal, smooth = temporal_settings(temporal, smooth, has_head)
+        except ValueError as exc:
+            raise ColorizeError(f"{name or 'the default model'}: {exc}") from None
+        return cls(model, torch_device, half, name, render_size, temporal, smooth)
+
+    @property
+    def sha256(self) -> str:
+        """The weights file's sha256: what identifies the model in a resumable run's settings."""
+        if self._sha256 is None:
+            from colorvid.weights import load_registry, resolve, sha256_file
+
+            registry = load_registry()
+            self._sha256 = sha256_file(resolve(self.name or registry.default_name(), registry))
+        return self._sha256
+
+    def frame_colorizer(
+        self,
+        matrix: str,
+        full_range: bool,
+        *,
+        smoothing: bool = True,
+        source_matrix: str | None = None,
+        source_full_range: bool | None = None,
+    ) -> FrameColorizer:
+        """A colorizer for one video's frames, written in ``matrix``/``full_range`` Y'CbCr
+        (see :class:`FrameColorizer`); ``smoothing`` False colorizes each frame on its own."""
+        return FrameColorizer(
+            self.model, self.device, matrix, full_range, self.render_size,
+            self.smooth if smoothing else 0.0, self.half,
+            temporal=self.temporal if smoothing else None,
+            source_matrix=source_matrix, source_full_range=source_full_range,
+        )
