@@ -82,16 +82,16 @@ def model_options(command):
     return command
 
 
-def _chunks_parser(name: str):
-    """A click callback parsing an option with ``colorvid.chunks.<name>`` (ValueError: usage error)."""
+def _ranges_parser(name: str):
+    """A click callback parsing an option with ``colorvid.ranges.<name>`` (ValueError: usage error)."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None):
-        from colorvid import chunks
+        from colorvid import ranges
 
         if value is None:
             return None
         try:
-            return getattr(chunks, name)(value)
+            return getattr(ranges, name)(value)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param=param) from None
 
@@ -147,9 +147,9 @@ def _tqdm_progress(quiet: bool):
               help="Continue what an interrupted run left beside the output (in .OUTPUT.colorvid-work/).")
 @click.option("--deinterlace", is_flag=True,
               help="Deinterlace (FFmpeg bwdif, one frame per frame); the output is progressive.")
-@click.option("--segment", default=None, metavar="I/N", callback=_chunks_parser("parse_segment"),
+@click.option("--segment", default=None, metavar="I/N", callback=_ranges_parser("parse_segment"),
               help="Colorize only part I of N equal parts of the film, into OUTPUT.partIofN/, for 'colorvid join'.")
-@click.option("--range", "time_range", default=None, metavar="START-END", callback=_chunks_parser("parse_range"),
+@click.option("--range", "time_range", default=None, metavar="START-END", callback=_ranges_parser("parse_range"),
               help="Colorize only the frames from START to END seconds (or [H:]MM:SS; END empty = to the end), "
                    "into OUTPUT.partSTART-END/, for 'colorvid join'.")
 @click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,

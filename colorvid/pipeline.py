@@ -34,7 +34,7 @@ from colorvid.io.formats import IMAGE_SUFFIXES, OUTPUT_EXTENSIONS, VIDEO_SUFFIXE
 from colorvid.runtime import LoadedModel
 
 if TYPE_CHECKING:
-    from colorvid.chunks import FrameRange
+    from colorvid.ranges import FrameRange
 
 log = logging.getLogger("colorvid")
 
@@ -354,8 +354,8 @@ class Pipeline:
         return written, target
 
     def _frame_range(self, source: Path) -> FrameRange:
-        from colorvid.chunks import FrameRange, segment_range, time_range
         from colorvid.io import timeline
+        from colorvid.ranges import FrameRange, segment_range, time_range
 
         opts = self.options
         if opts.segment is None and opts.time_range is None:

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from colorvid.chunks import FrameRange
 from colorvid.errors import InputError, SeekError
 from colorvid.io import VideoInfo, VideoReader, deinterlaced
+from colorvid.ranges import FrameRange
 
 log = logging.getLogger("colorvid")
 
