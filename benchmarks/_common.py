@@ -31,7 +31,7 @@ _NOISE_FRAMES = 5  # film grain patterns, cycled
 def resolve_model(name: str | None, workdir: Path) -> str | None:
     """The --model value to measure with: ``name``, else the registry default, else a random model.
 
-    A random-initialised model has the architecture (so the speed) of a real
+    A random-initialized model has the architecture (so the speed) of a real
     one; its colors are meaningless. Returns None for the registry default.
     """
     from colorvid.weights import load_registry
@@ -50,7 +50,7 @@ def resolve_model(name: str | None, workdir: Path) -> str | None:
     path = workdir / "random-init.safetensors"
     torch.manual_seed(0)
     save_model(Colorizer(ModelConfig()), path)
-    print(f"model: NOTE no model is registered ({registry.path} sets no default); measuring a random-initialised "
+    print(f"model: NOTE no model is registered ({registry.path} sets no default); measuring a random-initialized "
           "model of the same architecture (same speed, meaningless colors)")
     return str(path)
 

@@ -4,7 +4,7 @@ Everything colorvid writes (videos, images, manifests, chunks, checkpoints,
 registries) goes to a temporary file beside the target, named
 ``.NAME.colorvid-tmp-XXXXXXXX.EXT``, is flushed to disk, and is renamed over
 the target. A run that is killed leaves at most such a temporary file, which
-:func:`is_temporary` recognises, so no later run takes it for a real input.
+:func:`is_temporary` recognizes, so no later run takes it for a real input.
 """
 
 from __future__ import annotations

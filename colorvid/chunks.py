@@ -72,7 +72,7 @@ CHUNK_SECONDS = 4.0  # default chunk length: at most this much encoding is redon
 _RECORD = struct.Struct("<qqqIB")  # pts, dts, duration, size, flags
 _NO_TS = -(2**63)
 _KEYFRAME = 1
-_SOURCE_SAMPLE = 1 << 20  # bytes hashed at each end of the source to recognise it
+_SOURCE_SAMPLE = 1 << 20  # bytes hashed at each end of the source to recognize it
 
 
 # --- work folders -----------------------------------------------------------
@@ -98,7 +98,7 @@ def finished_part_exists(folder: Path) -> bool:
 
 
 def source_identity(path: str | os.PathLike) -> dict:
-    """Size and a hash of both ends: recognises the same film after a copy (mtime changes)."""
+    """Size and a hash of both ends: recognizes the same film after a copy (mtime changes)."""
     size = os.path.getsize(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -255,7 +255,7 @@ def join(parts, output, source, overwrite, keep_parts):
               help="Sample each DATA folder in proportion to the square root of its size, so a small folder "
                    "(your own footage) is not drowned by a big one.")
 @click.option("--white-balance", is_flag=True,
-              help="Take out each training image's colour cast (from its light, nearly gray pixels) so white "
+              help="Take out each training image's color cast (from its light, nearly gray pixels) so white "
                    "and gray surfaces are learned as neutral, not as the warm tint most photos carry.")
 @click.option("--previous-frame", is_flag=True,
               help="Train the previous-frame head of the --init model (which stays as it is) on consecutive frames: "

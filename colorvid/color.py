@@ -121,7 +121,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 
 
 def ycbcr_matrices(matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rgb->ycbcr, ycbcr->rgb) 3x3 matrices for full-range, zero-centred chroma."""
+    """(rgb->ycbcr, ycbcr->rgb) 3x3 matrices for full-range, zero-centered chroma."""
     kr, kb = LUMA_COEFFICIENTS[matrix]
     kg = 1 - kr - kb
     forward = torch.tensor(
@@ -136,13 +136,13 @@ def ycbcr_matrices(matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _range_scale(bit_depth: int, full_range: bool) -> tuple[float, float, float, float]:
-    """(luma offset, luma span, chroma centre, chroma span) in code values."""
+    """(luma offset, luma span, chroma center, chroma span) in code values."""
     peak = (1 << bit_depth) - 1
-    centre = float(1 << (bit_depth - 1))
+    center = float(1 << (bit_depth - 1))
     if full_range:
-        return 0.0, float(peak), centre, float(peak)
+        return 0.0, float(peak), center, float(peak)
     scale = 1 << (bit_depth - 8)
-    return 16.0 * scale, 219.0 * scale, centre, 224.0 * scale
+    return 16.0 * scale, 219.0 * scale, center, 224.0 * scale
 
 
 def luma_to_gray(y, bit_depth: int, full_range: bool):

@@ -34,7 +34,7 @@ from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 log = logging.getLogger("colorvid")
 
 GUIDE_RADIUS = 2  # box radius of the guided filter, in model-output pixels
-GUIDE_EPS = 1e-3  # regularisation of the guided filter, for L scaled to 0..1
+GUIDE_EPS = 1e-3  # regularization of the guided filter, for L scaled to 0..1
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""Scoring colorizations against the colour originals (``colorvid evaluate``).
+"""Scoring colorizations against the color originals (``colorvid evaluate``).
 
-A reference is a colour video, or a folder of frames (images sorted by
+A reference is a color video, or a folder of frames (images sorted by
 name). Its gray version (its luma with zero chroma) is what a black-and-white
 film would be: without ``colorized`` outputs, the reference frames go
 straight through :class:`~colorvid.colorizer.FrameColorizer`, which only
@@ -16,7 +16,7 @@ Per clip, for the colorized output and for the gray baseline:
   larger videos (k grows with the pixel count);
 - colorfulness (Hasler & Suesstrunk), per frame, then averaged; also for the
   reference, and the output's as a fraction of it;
-- CDC, the temporal colour-distribution consistency (lower is steadier),
+- CDC, the temporal color-distribution consistency (lower is steadier),
   also for the reference;
 - luma PSNR: the output's Y' against the input's, to check the colorizer
   left the picture's brightness alone.
@@ -358,7 +358,7 @@ def _capped_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
-    if value is None or reference is None or reference < 1e-6:  # a gray reference has no colour to match
+    if value is None or reference is None or reference < 1e-6:  # a gray reference has no color to match
         return None
     return value / reference
 
@@ -519,6 +519,6 @@ def format_table(evaluation: Evaluation) -> str:
         left = [cell.ljust(w) for cell, w in zip(row[:3], widths[:3])]
         right = [cell.rjust(w) for cell, w in zip(row[3:], widths[3:])]
         lines.append("  ".join(left + right).rstrip())
-    lines.append("PSNR and LUMA PSNR in dB (higher is better); CDC: colour flicker (lower is steadier); "
+    lines.append("PSNR and LUMA PSNR in dB (higher is better); CDC: color flicker (lower is steadier); "
                  "RATIO: colorfulness / the reference's.")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 ``extract_frames`` writes ``frame_000001.png``... and a ``manifest.json`` that
 records everything needed to rebuild the video: the source path, the
-:class:`~colorvid.io.VideoInfo` (time base, rate, size, rotation, colour
+:class:`~colorvid.io.VideoInfo` (time base, rate, size, rotation, color
 tags, metadata) and each frame's file name and pts. The images can then be
 edited or colorized by any tool; ``stitch_frames`` encodes them again with the
 original timestamps and carries the source's audio and subtitles over.

@@ -69,7 +69,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))
 
 
-# --- colour distribution consistency (CDC) ------------------------------------------
+# --- color distribution consistency (CDC) ------------------------------------------
 
 CDC_STEPS = (1, 2, 4)  # frame distances compared; Liu et al. weight them equally
 HISTOGRAM_BINS = 256
@@ -100,12 +100,12 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 class CDC:
-    """Colour distribution consistency (Liu et al., temporally consistent video colorization).
+    """Color distribution consistency (Liu et al., temporally consistent video colorization).
 
     For each frame distance d in ``CDC_STEPS``, the Jensen-Shannon divergence
     between the per-channel histograms of frames i and i+d, averaged over i;
     then averaged over the distances (equal weights) and the three channels.
-    0 for a clip whose colour distribution never changes; lower is steadier.
+    0 for a clip whose color distribution never changes; lower is steadier.
 
     Frames are added one at a time and only the last ``max(CDC_STEPS)``
     histograms are kept, so any length of video fits in memory. A distance

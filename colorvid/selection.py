@@ -23,7 +23,7 @@ class FrameSelection:
     first) also needs the frames just before its first one: ``warmup`` frames
     are colorized but not written, so the temporal smoother has the state an
     uninterrupted run would have; with deinterlacing, a few more go through
-    the filter only (it looks at neighbouring frames), and so do a few after
+    the filter only (it looks at neighboring frames), and so do a few after
     a part's end. No other frame reaches the network.
 
     Frames are told apart by their timestamps. Decoding starts at a keyframe

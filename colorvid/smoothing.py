@@ -20,7 +20,7 @@ from colorvid.flow import estimate_flow, inside, warp
 
 HISTOGRAM_BINS = 32
 # A cut is declared when the lightness histograms of consecutive frames differ
-# by more than this (L1 distance of normalised histograms, range 0..2), or the
+# by more than this (L1 distance of normalized histograms, range 0..2), or the
 # mean absolute lightness change exceeds CUT_MEAN_DIFF (L units, 0..100).
 CUT_HISTOGRAM_DISTANCE = 0.6
 CUT_MEAN_DIFF = 25.0
@@ -87,7 +87,7 @@ def memory_frames(mode: str | None, strength: float) -> int:
 
 
 def lightness_histograms(lightness: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) L in 0..100 -> (B, HISTOGRAM_BINS) normalised histograms."""
+    """(B, 1, H, W) L in 0..100 -> (B, HISTOGRAM_BINS) normalized histograms."""
     flat = lightness.flatten(1).float()
     idx = (flat / 100.0 * HISTOGRAM_BINS).long().clamp_(0, HISTOGRAM_BINS - 1)
     hist = torch.zeros(flat.shape[0], HISTOGRAM_BINS, device=flat.device)

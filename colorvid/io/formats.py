@@ -99,7 +99,7 @@ X264_PRESETS = (
 _VP9_CPU_USED = dict(zip(X264_PRESETS, ("8", "7", "6", "5", "4", "3", "2", "1", "0", "0")))
 # MPEG-2 only allows these frame rates.
 _MPEG2_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60"))
-_QSCALE = 3  # mjpeg/mpeg2video quantiser: 2 is best, 31 worst
+_QSCALE = 3  # mjpeg/mpeg2video quantizer: 2 is best, 31 worst
 _FF_QP2LAMBDA = 118
 
 
@@ -219,7 +219,7 @@ def choose_encoding(path: str, info: VideoInfo, options: EncodeOptions) -> Encod
         }
     elif codec == "ffv1":
         opts = {"level": "3", "slicecrc": "1"}
-    else:  # mjpeg, mpeg2video: a fixed quantiser
+    else:  # mjpeg, mpeg2video: a fixed quantizer
         opts = {"flags": "+qscale", "global_quality": str(_QSCALE * _FF_QP2LAMBDA)}
         if codec == "mpeg2video":
             rate = min(_MPEG2_RATES, key=lambda r: abs(r - rate))

@@ -79,7 +79,7 @@ class VideoInfo:
         return sws_color_range(self.full_range)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable form (fractions as "num/den" strings)."""
+        """A JSON-serializable form (fractions as "num/den" strings)."""
         data = asdict(self)
         data["time_base"] = str(self.time_base)
         data["frame_rate"] = None if self.frame_rate is None else str(self.frame_rate)
@@ -100,7 +100,7 @@ class VideoInfo:
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Describe the first video stream of ``path``.
 
-    Decodes at most the first frame (to read rotation and colour tags that
+    Decodes at most the first frame (to read rotation and color tags that
     only the decoder knows). A file whose header gives the size and pixel
     format probes even if its frames cannot be decoded; :class:`VideoReader`
     reports that.

@@ -207,7 +207,7 @@ def deinterlaced(frames: Iterator[av.VideoFrame], method: str = "bwdif") -> Iter
     not one per field), finds the field order from each frame's flags (top
     field first if unflagged) and keeps every frame's pts and time base. A
     frame is held back until the next one arrives (the filter looks at both
-    neighbours); the last ones come out when ``frames`` ends.
+    neighbors); the last ones come out when ``frames`` ends.
     """
     if method not in DEINTERLACERS:
         raise ValueError(f"unknown deinterlacer {method!r}: choose from {', '.join(DEINTERLACERS)}")

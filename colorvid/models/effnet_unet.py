@@ -181,7 +181,7 @@ class Colorizer(nn.Module):
 class ConfidenceHead(nn.Module):
     """How sure the colorizer is of each pixel's hue, 0..1, from the decoder's features.
 
-    The regression head predicts one colour even where several are plausible
+    The regression head predicts one color even where several are plausible
     (a wardrobe that may be brown or purple, a car seat that may be gray or
     blue), and a wrong hue costs more than no hue. The classification head
     shows that doubt as a posterior spread over opposite hues; this head is
@@ -206,7 +206,7 @@ class ConfidenceHead(nn.Module):
 def hue_agreement(logits: torch.Tensor, centers: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """|E[ab]| / E[|ab|] under the classification posterior, (B, 1, H, W) in 0..1.
 
-    1 where the probable colours all share one hue, near 0 where they pull in
+    1 where the probable colors all share one hue, near 0 where they pull in
     opposite directions (or where the posterior sits on gray, which needs no
     hue). A head trained with class rebalancing predicts p * w; dividing the
     weights ``class_weights`` back out gives the posterior itself.
@@ -230,7 +230,7 @@ class TemporalHead(nn.Module):
     after the heavy network, so a batch of frames runs through the encoder and
     decoder together and only this small stage runs frame after frame.
 
-    It only mixes, never adds colour of its own: the output is always between
+    It only mixes, never adds color of its own: the output is always between
     the frame's own colors and the previous output, so nothing can build up
     from frame to frame (an additive correction trained on single steps did,
     ending five times too saturated after a few dozen frames).
@@ -264,7 +264,7 @@ def follow_previous(
 
 
 def annealed_mean(logits: torch.Tensor, centers: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Zhang et al. 2016: softmax(log p / T) weighted mean of the bin centres."""
+    """Zhang et al. 2016: softmax(log p / T) weighted mean of the bin centers."""
     weights = torch.softmax(logits.float() / temperature, dim=1)
     return torch.einsum("bqhw,qc->bchw", weights, centers.float()).to(logits.dtype)
 
