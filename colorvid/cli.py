@@ -290,7 +290,8 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
         if flag and init in ("imagenet", "none"):
             raise click.UsageError(f"{name} trains on top of a colorvid model: pass --init MODEL")
     if init not in ("imagenet", "none"):
-        from colorvid.weights import load_registry, resolve
+        from colorvid.registry import load_registry
+        from colorvid.weights import resolve
 
         init = str(resolve(init, load_registry()))
     options = training.TrainOptions(
@@ -479,8 +480,9 @@ def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite
 def weights_cmd() -> int:
     """List the models colorvid knows: size, license, whether on disk, the default (*)."""
     from colorvid import weights
+    from colorvid.registry import load_registry
 
-    registry = weights.load_registry()
+    registry = load_registry()
     rows = weights.list_models(registry)
     if not rows:
         click.echo(f"colorvid: no models listed in {registry.path}", err=True)
@@ -506,8 +508,9 @@ def fetch_weights_cmd(ctx: click.Context, names: tuple[str, ...]) -> int:
     selects a mirror. Prints the path of each verified file; exits 1 if any failed.
     """
     from colorvid import weights
+    from colorvid.registry import load_registry
 
-    registry = weights.load_registry()
+    registry = load_registry()
     failed = 0
     for name in names or (registry.default_name(),):
         try:

@@ -90,7 +90,8 @@ class LoadedModel:
     def sha256(self) -> str:
         """The weights file's sha256: what identifies the model in a resumable run's settings."""
         if self._sha256 is None:
-            from colorvid.weights import load_registry, resolve, sha256_file
+            from colorvid.registry import load_registry, sha256_file
+            from colorvid.weights import resolve
 
             registry = load_registry()
             self._sha256 = sha256_file(resolve(self.name or registry.default_name(), registry))

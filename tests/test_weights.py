@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from colorvid import registry as model_registry
 from colorvid import weights
 from colorvid.errors import WeightsError
 
@@ -154,7 +155,7 @@ def write_registry(folder: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch, model_file, model_sha) -> weights.Registry:
+def registry(tmp_path, monkeypatch, model_file, model_sha) -> model_registry.Registry:
     """A registry with a hub model 'hubby' (default) and a package model 'packed', set as COLORVID_WEIGHTS_TOML."""
     from colorvid.models.effnet_unet import ARCHITECTURE
 
@@ -183,8 +184,8 @@ size = {size}
 license = "Apache-2.0"
 description = "random weights in the package"
 """)
-    monkeypatch.setenv(weights.REGISTRY_ENV, str(path))
-    return weights.load_registry()
+    monkeypatch.setenv(model_registry.REGISTRY_ENV, str(path))
+    return model_registry.load_registry()
 
 
 def cached_files(cache: Path) -> list[Path]:
@@ -202,17 +203,17 @@ def free_port() -> int:
 
 
 def test_shipped_registry_is_valid_and_its_files_verify():
-    registry = weights.load_registry(weights.PACKAGE_REGISTRY)
+    registry = model_registry.load_registry(model_registry.PACKAGE_REGISTRY)
     for entry in registry.models.values():
         if not entry.on_hub:  # shipped files must be there with the listed sha256
             assert weights.resolve(entry.name, registry) == entry.package_path
     top_level = REPO_ROOT / "weights.toml"
     if top_level.exists():  # a source checkout: the top-level file is the packaged one
-        assert top_level.resolve() == weights.PACKAGE_REGISTRY.resolve()
+        assert top_level.resolve() == model_registry.PACKAGE_REGISTRY.resolve()
 
 
 def test_registry_env_var_selects_the_file(registry):
-    assert registry.path == Path(os.environ[weights.REGISTRY_ENV])
+    assert registry.path == Path(os.environ[model_registry.REGISTRY_ENV])
     assert sorted(registry.models) == ["hubby", "packed"]
     assert registry.default == "hubby"
     assert registry.models["packed"].package_path == registry.path.parent / "weights" / "packed.safetensors"
@@ -251,19 +252,19 @@ description = ""
 def test_registry_errors_name_the_file(tmp_path, text, problem):
     path = write_registry(tmp_path, text)
     with pytest.raises(WeightsError) as info:
-        weights.load_registry(path)
+        model_registry.load_registry(path)
     message = str(info.value)
     assert str(path) in message and problem in message and "\n" not in message
 
 
 def test_missing_registry_file(tmp_path):
     with pytest.raises(WeightsError, match="cannot read model registry .*nope.toml"):
-        weights.load_registry(tmp_path / "nope.toml")
+        model_registry.load_registry(tmp_path / "nope.toml")
 
 
 def test_register_writes_an_entry_that_verifies(tmp_path, model_file, model_sha):
     folder = tmp_path / "pkg"
-    registry_file = write_registry(folder, weights.PACKAGE_REGISTRY.read_text(encoding="utf-8"))
+    registry_file = write_registry(folder, model_registry.PACKAGE_REGISTRY.read_text(encoding="utf-8"))
     link = tmp_path / "weights.toml"
     link.symlink_to(registry_file)  # like the repository's top level: written through, kept a link
     (folder / "weights").mkdir()
@@ -272,31 +273,31 @@ def test_register_writes_an_entry_that_verifies(tmp_path, model_file, model_sha)
 
     argv = ["register", str(target), "base", "--license", "MIT", "--description", 'trained "base" model',
             "--default", "--registry", str(link)]
-    assert weights.main(argv) == 0
+    assert model_registry.main(argv) == 0
     assert link.is_symlink()
-    registry = weights.load_registry(link)
+    registry = model_registry.load_registry(link)
     entry = registry.models["base"]
     assert (entry.sha256, entry.size, entry.package_file) == (model_sha, model_file.stat().st_size,
                                                               "weights/base.safetensors")
     assert entry.description == 'trained "base" model' and registry.default == "base"
     assert weights.resolve("base", registry) == target
 
-    assert weights.main(argv) == 1  # already listed
+    assert model_registry.main(argv) == 1  # already listed
     hub_argv = ["register", str(model_file), "remote", "--license", "MIT", "--description", "on the hub",
                 "--registry", str(link), "--hf-repo", HUB_REPO, "--hf-revision", HUB_REVISION]
-    assert weights.main(hub_argv) == 0
-    remote = weights.load_registry(link).models["remote"]
+    assert model_registry.main(hub_argv) == 0
+    remote = model_registry.load_registry(link).models["remote"]
     assert (remote.hf_filename, remote.hf_revision, remote.sha256) == ("random.safetensors", HUB_REVISION, model_sha)
-    assert weights.load_registry(link).default == "base"
+    assert model_registry.load_registry(link).default == "base"
 
 
 def test_register_refuses_a_package_file_outside_weights(tmp_path, model_file, capsys):
     registry_file = write_registry(tmp_path / "pkg", "[models]\n")
-    code = weights.main(["register", str(model_file), "x", "--license", "MIT", "--description", "d",
+    code = model_registry.main(["register", str(model_file), "x", "--license", "MIT", "--description", "d",
                          "--registry", str(registry_file)])
     assert code == 1
     assert "must be at" in capsys.readouterr().err
-    assert weights.load_registry(registry_file).models == {}
+    assert model_registry.load_registry(registry_file).models == {}
 
 
 # --- resolve: paths and package files -----------------------------------------------------
@@ -364,7 +365,7 @@ def test_fetch_downloads_verifies_and_then_uses_the_cache(hub, registry, model_f
     hub.add(model_file.read_bytes())
     path = weights.fetch("hubby", registry)
     cache = tmp_path / "hf" / "hub"
-    assert path.is_relative_to(cache) and weights.sha256_file(path) == model_sha
+    assert path.is_relative_to(cache) and model_registry.sha256_file(path) == model_sha
     assert hub.count("GET") == 1
     assert isinstance(load_model(path), Colorizer)
 
@@ -413,7 +414,7 @@ def test_damaged_cache_file_is_downloaded_again(hub, registry, model_file, model
     with pytest.raises(WeightsError, match="damaged.*run: colorvid fetch-weights hubby"):
         weights.resolve("hubby", registry)
     assert weights.fetch("hubby", registry) == path
-    assert hub.count("GET") == 2 and weights.sha256_file(path) == model_sha
+    assert hub.count("GET") == 2 and model_registry.sha256_file(path) == model_sha
 
 
 def test_hub_size_mismatch_is_refused_before_downloading(hub, registry, model_file):
@@ -495,7 +496,7 @@ def test_cli_fetch_weights(hub, registry, model_file):
     result = run_cli("fetch-weights", "hubby")
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.strip())
-    assert path.is_file() and weights.sha256_file(path) == registry.models["hubby"].sha256
+    assert path.is_file() and model_registry.sha256_file(path) == registry.models["hubby"].sha256
     assert run_cli("weights").stdout.splitlines()[1].split()[4] == "yes"
 
     result = run_cli("fetch-weights")  # the default model, now cached
