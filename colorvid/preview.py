@@ -22,7 +22,7 @@ import numpy as np
 
 from colorvid import atomic
 from colorvid.color import luma_to_gray
-from colorvid.errors import InputError, OutputError
+from colorvid.errors import InputError, OutputError, SeekError
 from colorvid.io.formats import IMAGE_SUFFIXES
 from colorvid.pipeline import ColorizeOptions, check_output_image
 
@@ -104,15 +104,11 @@ def pick_frames(path: Path, info, count: int) -> list[av.VideoFrame]:
         targets = [info.start_time + (k + 0.5) * info.duration / count for k in range(count)]
         try:
             frames = _seek_frames(path, targets)
-        except _CannotSeek as exc:
+        except InputError as exc:  # a SeekError, or a seek that found no frame
             log.debug("%s: reading from the start (%s)", path, exc)
         else:
             return _unique(frames)
     return _scan_frames(path, count, info.frame_count)
-
-
-class _CannotSeek(Exception):
-    pass
 
 
 def _seek_frames(path: Path, targets: list[float]) -> list[av.VideoFrame]:
@@ -121,7 +117,6 @@ def _seek_frames(path: Path, targets: list[float]) -> list[av.VideoFrame]:
     That is the last frame starting at or before the target, as a player
     would show it (the first frame, for a target before the start).
     """
-    from colorvid.errors import SeekError
     from colorvid.io import VideoReader
 
     picked = []
@@ -133,32 +128,26 @@ def _seek_frames(path: Path, targets: list[float]) -> list[av.VideoFrame]:
         for target in targets:
             just_sought = decoded is None or position is None or not 0 <= target - position <= SEEK_AHEAD_SECONDS
             if just_sought:
-                try:
-                    decoded, pending = reader.frames_from(math.floor(target / time_base)), None
-                except SeekError as exc:
-                    raise _CannotSeek(str(exc)) from None
+                decoded, pending = reader.frames_from(math.floor(target / time_base)), None
             chosen = None
             frames = itertools.chain([pending] if pending is not None else [], decoded)
             pending = None
-            try:
-                for frame in frames:
-                    if reader.frames_without_pts:
-                        raise _CannotSeek("frames without timestamps")
-                    position = float(frame.pts * time_base)
-                    if just_sought and chosen is None and position > target + SEEK_AHEAD_SECONDS:
-                        raise _CannotSeek(f"a seek to {target:.2f} s landed at {position:.2f} s")
-                    if position > target and chosen is not None:
-                        pending = frame  # shown after this target: keep it for the next one
-                        break
-                    chosen = frame
-                    if position >= target:
-                        break
-                else:
-                    decoded = None  # the decoder is drained: seek for the next target
-            except SeekError as exc:
-                raise _CannotSeek(str(exc)) from None
+            for frame in frames:
+                if reader.frames_without_pts:
+                    raise SeekError(f"{path}: frames without timestamps")
+                position = float(frame.pts * time_base)
+                if just_sought and chosen is None and position > target + SEEK_AHEAD_SECONDS:
+                    raise SeekError(f"{path}: a seek to {target:.2f} s landed at {position:.2f} s")
+                if position > target and chosen is not None:
+                    pending = frame  # shown after this target: keep it for the next one
+                    break
+                chosen = frame
+                if position >= target:
+                    break
+            else:
+                decoded = None  # the decoder is drained: seek for the next target
             if chosen is None:
-                raise _CannotSeek(f"nothing decoded after a seek to {target:.2f} s")
+                raise SeekError(f"{path}: nothing decoded after a seek to {target:.2f} s")
             picked.append(chosen)
     return picked
 

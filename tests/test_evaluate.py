@@ -311,6 +311,7 @@ def test_preview_sheet_has_the_rows_and_frames(monkeypatch, capsys, tmp_path, mo
 
 def test_preview_scales_down_and_falls_back_to_reading_from_the_start(tmp_path, model_file, monkeypatch):
     from colorvid import preview
+    from colorvid.errors import SeekError
 
     source = tmp_path / "in.mkv"
     make_clip(source, frames=12, audio_tracks=0)
@@ -324,7 +325,7 @@ def test_preview_scales_down_and_falls_back_to_reading_from_the_start(tmp_path, 
     sought = sheet.times
 
     def cannot_seek(path, targets):
-        raise preview._CannotSeek("test")
+        raise SeekError(f"{path}: cannot seek (test)")
 
     monkeypatch.setattr(preview, "_seek_frames", cannot_seek)
     assert preview.make_preview(source, tmp_path / "a.png", options).times == pytest.approx(sought)
