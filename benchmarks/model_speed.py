@@ -18,8 +18,8 @@ import time
 import _common
 import torch
 
-from colorvid.runtime import select_device
 from colorvid.models.effnet_unet import inference_size
+from colorvid.runtime import select_device
 from colorvid.weights import open_model
 
 TARGET_FPS = 40.0

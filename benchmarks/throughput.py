@@ -23,8 +23,8 @@ from pathlib import Path
 
 import _common
 
-from colorvid.pipeline import ColorizeOptions, Job, Pipeline
 from colorvid.io import EncodeOptions, VideoReader, VideoWriter, probe
+from colorvid.pipeline import ColorizeOptions, Job, Pipeline
 
 TARGETS = {"480p": 0.5, "1080p": 0.75}  # colorize fps / decode+encode fps
 ENCODE = dict(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p")

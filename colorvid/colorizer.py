@@ -70,7 +70,7 @@ class _Plane:
     array: np.ndarray  # (height, width) of uint8 or uint16
 
     @classmethod
-    def of(cls, plane: av.video.plane.VideoPlane, dtype: np.dtype) -> "_Plane":
+    def of(cls, plane: av.video.plane.VideoPlane, dtype: np.dtype) -> _Plane:
         itemsize = np.dtype(dtype).itemsize
         buf = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
         return cls(buf[:, : plane.width])

@@ -30,10 +30,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
 import torch
 

@@ -116,7 +116,7 @@ class Sink:
                 if self._error is not None:
                     raise self._error
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         self._thread.start()
         return self
 

@@ -55,7 +55,7 @@ class ModelConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         data = json.loads(text)
         data["decoder_channels"] = tuple(data["decoder_channels"])
         return cls(**data)
