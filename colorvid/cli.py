@@ -134,15 +134,18 @@ def _tqdm_progress(quiet: bool):
 @click.option("--smooth", type=click.FloatRange(0, 1), default=None,
               help="How much of the previous frame's color to keep, 0..1 (default 0.7 for flow, 0.5 for blend, "
                    "0.9 for model, where the head scales it per pixel; 0 = none).")
-@click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
-@click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
+@click.option("--codec", default=None,
+              help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
 @click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p, yuv444p, yuv420p10le.")
 @click.option("--half/--no-half", default=None, help="Half precision (default: on with CUDA only).")
 @click.option("--overwrite", is_flag=True,
               help="Replace existing output files; start over instead of resuming an interrupted run.")
 @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output already exists.")
-@click.option("--suffix", default=None, help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
+@click.option("--suffix", default=None,
+              help="Container for outputs written into a folder, e.g. .mkv (default: the input's).")
 @click.option("--resume", is_flag=True,
               help="Continue what an interrupted run left beside the output (in .OUTPUT.colorvid-work/).")
 @click.option("--deinterlace", is_flag=True,
@@ -188,9 +191,9 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         suffix = "." + suffix
     options = pipeline.ColorizeOptions(
         model=model, device=device, batch_size=batch_size, render_size=render_size, smooth=smooth, temporal=temporal,
-        half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite, skip_existing=skip_existing,
-        suffix=suffix, resume=resume, chunk_seconds=chunk_seconds, deinterlace="bwdif" if deinterlace else None,
-        segment=segment, time_range=time_range,
+        half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite,
+        skip_existing=skip_existing, suffix=suffix, resume=resume, chunk_seconds=chunk_seconds,
+        deinterlace="bwdif" if deinterlace else None, segment=segment, time_range=time_range,
     )
 
     def tell(result: pipeline.FileResult) -> None:
@@ -324,7 +327,8 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
 @model_options
 @click.option("--temporal", type=click.Choice(["none", "blend", "flow", "model"]), default=None,
               help="Temporal smoothing mode, as in 'colorize'.")
-@click.option("--smooth", type=click.FloatRange(0, 1), default=None, help="Temporal smoothing strength, as in 'colorize'.")
+@click.option("--smooth", type=click.FloatRange(0, 1), default=None,
+              help="Temporal smoothing strength, as in 'colorize'.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Score at most N frames of each clip.")
 @click.option("--ssim-every", type=click.IntRange(min=1), default=None,
               help="SSIM on every N-th frame (SSIM is slow). Default: every frame up to 640x360, "
@@ -436,8 +440,9 @@ def frames() -> None:
 def frames_extract(input_path: str, directory: str, image_format: str, overwrite: bool) -> None:
     """Write every frame of INPUT as an image in DIR, plus manifest.json.
 
-    Frames are named frame_000001.png, frame_000002.png, ... The manifest keeps each frame's timestamp and the video's properties, so
-    'frames stitch' can rebuild the video with the original timing and sound.
+    Frames are named frame_000001.png, frame_000002.png, ... The manifest
+    keeps each frame's timestamp and the video's properties, so 'frames
+    stitch' can rebuild the video with the original timing and sound.
     """
     from colorvid.frames import extract_frames
 
@@ -451,8 +456,10 @@ def frames_extract(input_path: str, directory: str, image_format: str, overwrite
 @click.option("--audio-from", default=None,
               help="Take audio and subtitles from this file instead of the video the frames came from.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--codec", default=None, help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
-@click.option("--crf", type=click.IntRange(0, 63), default=None, help="Quality for libx264 (default 18) and VP9 (default 32).")
+@click.option("--codec", default=None,
+              help="Video codec (libx264, libvpx-vp9, ffv1, mjpeg, mpeg2video); default from the extension.")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Quality for libx264 (default 18) and VP9 (default 32).")
 @click.option("--preset", default=None, help="Encoder speed preset (libx264: ultrafast ... veryslow; default medium).")
 @click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p, yuv444p, yuv420p10le.")
 @verbosity_options
