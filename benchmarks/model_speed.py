@@ -68,7 +68,9 @@ def main() -> None:
     model = open_model(model_name, device, args.half, optimize=True)
     dtype = torch.float16 if args.half else torch.float32
     threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
-    print(f"device: {device}{threads}, {'fp16' if args.half else 'fp32'}, fused, channels_last, {'frozen' if device.type == 'cpu' and not args.half else 'eager'}, inference_mode")
+    precision = "fp16" if args.half else "fp32"
+    graph = "frozen" if device.type == "cpu" and not args.half else "eager"
+    print(f"device: {device}{threads}, {precision}, fused, channels_last, {graph}, inference_mode")
 
     sizes = [("256x256", (256, 256)), ("16:9 (720p/1080p)", inference_size(720, 1280, 256))]
     rows = [("INPUT", "SIZE", "BATCH", "FRAMES/S", "MS/FRAME", "VS TARGET 40")]

@@ -36,7 +36,10 @@ class FrameSelection:
     _CONTEXT_AFTER = 2  # frames after a part's end, for the deinterlacer
     _SEEK_MARGIN = 2.0  # seconds before the frames needed
 
-    def __init__(self, source: Path, info: VideoInfo, frames: FrameRange, done_pts: int | None, warmup: int, deinterlace: str | None):
+    def __init__(
+        self, source: Path, info: VideoInfo, frames: FrameRange, done_pts: int | None, warmup: int,
+        deinterlace: str | None,
+    ):
         self.source = source
         self.info = info
         self.frames = frames

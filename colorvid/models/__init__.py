@@ -35,7 +35,8 @@ def family_of(path: str | os.PathLike) -> str:
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"not a safetensors model file ({exc})") from None
     if architecture not in FAMILIES:
-        raise ModelFileError(f"unknown architecture {architecture!r} (expected one of {', '.join(map(repr, FAMILIES))})")
+        expected = ", ".join(map(repr, FAMILIES))
+        raise ModelFileError(f"unknown architecture {architecture!r} (expected one of {expected})")
     return architecture
 
 

@@ -203,7 +203,9 @@ class ConfidenceHead(nn.Module):
         return torch.sigmoid(self.out(self.mix(features)))
 
 
-def hue_agreement(logits: torch.Tensor, centers: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def hue_agreement(
+    logits: torch.Tensor, centers: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """|E[ab]| / E[|ab|] under the classification posterior, (B, 1, H, W) in 0..1.
 
     1 where the probable colors all share one hue, near 0 where they pull in
@@ -272,7 +274,12 @@ def annealed_mean(logits: torch.Tensor, centers: torch.Tensor, temperature: floa
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """Fold every Conv2d+BatchNorm2d pair into one Conv2d (inference only)."""
     for name, child in model.named_children():
-        if isinstance(child, nn.Sequential) and len(child) >= 2 and isinstance(child[0], nn.Conv2d) and isinstance(child[1], nn.BatchNorm2d):
+        if (
+            isinstance(child, nn.Sequential)
+            and len(child) >= 2
+            and isinstance(child[0], nn.Conv2d)
+            and isinstance(child[1], nn.BatchNorm2d)
+        ):
             fused = torch.nn.utils.fusion.fuse_conv_bn_eval(child[0], child[1])
             setattr(model, name, nn.Sequential(fused, *list(child)[2:]))
         else:
@@ -284,7 +291,11 @@ def save_model(model: Colorizer, path: str | Path, half: bool = True, metadata: 
     """Write a self-contained safetensors file (fp16 by default)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     if half:
         state = {k: (v.half() if v.is_floating_point() and k != "ab_centers" else v) for k, v in state.items()}
     meta = {"architecture": ARCHITECTURE, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
@@ -330,7 +341,8 @@ def load(
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise ModelFileError(f"weights do not match the architecture ({str(exc).splitlines()[0]})") from None
-    missing = set(model.state_dict()) - set(state) - {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+    batch_counters = {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+    missing = set(model.state_dict()) - set(state) - batch_counters
     if missing:
         raise ModelFileError(f"weights file lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
     model.eval()
