@@ -259,7 +259,7 @@ def _read_image(path: str, info: VideoInfo) -> av.VideoFrame:
     try:
         with av.open(path) as container:
             frame = next(container.decode(video=0), None)
-    except (av.FFmpegError, IndexError) as exc:
+    except (av.error.FFmpegError, IndexError) as exc:
         raise InputError(f"{path}: not a readable image ({getattr(exc, 'strerror', None) or 'no picture'})") from None
     if frame is None:
         raise InputError(f"{path}: not a readable image (no picture)")

@@ -9,6 +9,11 @@ import math
 from fractions import Fraction
 
 import av
+import av.container
+import av.error
+import av.stream
+import av.subtitles.subtitle
+from av.subtitles.stream import SubtitleStream
 
 from colorvid.io.formats import Container
 from colorvid.io.probe import (
@@ -53,7 +58,10 @@ class Passthrough:
         self.source = source
         self._input = open_input(source)
         self._output = output
-        self._routes: dict[int, tuple[str, av.stream.Stream, av.stream.Stream]] = {}
+        # Source stream index -> output stream(s), for each stream carried over.
+        self._copied: dict[int, av.stream.Stream] = {}
+        self._audio: dict[int, tuple[av.AudioStream, av.AudioStream]] = {}  # transcoded: (source, output)
+        self._subtitles: dict[int, tuple[SubtitleStream, SubtitleStream]] = {}  # transcoded: (source, output)
         self._pending: av.Packet | None = None
         self._done = False
         self._main_video = next((s for s in self._input.streams.video if not is_cover_art(s)), None)
@@ -61,7 +69,8 @@ class Passthrough:
             supported = output.supported_codecs
             for stream in self._input.streams:
                 self._add_route(stream, container, supported)
-            streams = [self._input.streams[i] for i in self._routes if self._input.streams[i].type != "attachment"]
+            carried = sorted({*self._copied, *self._audio, *self._subtitles})
+            streams = [self._input.streams[i] for i in carried if self._input.streams[i].type != "attachment"]
             self._packets = self._input.demux(streams) if streams else iter(())
         except BaseException:
             self.close()
@@ -72,7 +81,7 @@ class Passthrough:
         if kind == "attachment":
             if container.attachments:
                 out = self._output.add_stream_from_template(stream)
-                self._routes[stream.index] = ("copy", stream, out)
+                self._copied[stream.index] = out
             else:
                 log.warning(
                     "%s: attachment stream #%d dropped (the output format cannot hold it)", self.source, stream.index
@@ -99,17 +108,21 @@ class Passthrough:
                 self.source, what, stream.index, name,
             )
             return
-        if out is None:
+        if out is not None:
+            self._copied[stream.index] = out
+        else:
             route = kind  # transcode
-            if kind == "audio":
+            if isinstance(stream, av.AudioStream):
                 out = self._add_audio_encoder(stream, container.audio_codec)
-            else:
+                self._audio[stream.index] = (stream, out)
+            elif isinstance(stream, SubtitleStream):
                 out = self._add_subtitle_encoder(stream, container.subtitle_codec)
+                if out is not None:
+                    self._subtitles[stream.index] = (stream, out)
         if out is None:
             return
         out.metadata.update(kept_tags(stream.metadata))
         out.disposition = stream.disposition
-        self._routes[stream.index] = (route, stream, out)
         log.debug("%s: stream #%d (%s %s): %s", self.source, stream.index, kind, name, route)
 
     def _add_audio_encoder(self, stream: av.AudioStream, codec: str) -> av.AudioStream:
@@ -120,9 +133,11 @@ class Passthrough:
         channels = stream.codec_context.channels
         # Name the layout: encoders refuse an unnamed "N channels" layout.
         layout = {1: "mono", 2: "stereo"}.get(channels, stream.codec_context.layout.name)
-        return self._output.add_stream(codec, rate=rate, layout=layout)
+        out = self._output.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(out, av.AudioStream), f"{codec} is an audio encoder"
+        return out
 
-    def _add_subtitle_encoder(self, stream: av.stream.Stream, codec: str | None) -> av.stream.Stream | None:
+    def _add_subtitle_encoder(self, stream: SubtitleStream, codec: str | None) -> SubtitleStream | None:
         name = stream.codec_context.codec.canonical_name
         is_text = stream.codec_context.codec.text_sub
         if codec is None or not is_text:
@@ -134,6 +149,7 @@ class Passthrough:
             return None
         stream.codec_context.open()  # the decoder provides the ASS header the encoder needs
         out = self._output.add_stream(codec)
+        assert isinstance(out, SubtitleStream), f"{codec} is a subtitle encoder"
         out.codec_context.time_base = _MILLISECOND
         out.codec_context.subtitle_header = stream.codec_context.subtitle_header or _ASS_HEADER
         return out
@@ -147,7 +163,7 @@ class Passthrough:
                 except StopIteration:
                     self._done = True
                     return
-                except av.FFmpegError as exc:
+                except av.error.FFmpegError as exc:
                     log.warning("%s: cannot read audio/subtitles past this point (%s)", self.source, ffmpeg_reason(exc))
                     self._done = True
                     return
@@ -162,29 +178,34 @@ class Passthrough:
             self._mux_packet(packet)
 
     def _mux_packet(self, packet: av.Packet) -> None:
-        route, source_stream, out = self._routes[packet.stream_index]
-        if route == "copy":
-            packet.stream = out
+        index = packet.stream_index
+        if index in self._copied:
+            packet.stream = self._copied[index]
             self._output.mux(packet)
-            return
-        try:
-            if route == "audio":
-                decoded = source_stream.decode(packet)
-            else:
-                decoded = [source_stream.codec_context.decode2(packet)]
-        except av.FFmpegError as exc:
-            at = pts_seconds(packet.pts, packet.time_base)
-            log.warning(
-                "%s: skipped a damaged %s packet at %s s (%s)", self.source, source_stream.type, at, ffmpeg_reason(exc)
-            )
-            return
-        for item in decoded:
-            if route == "audio":
-                self._output.mux(out.encode(item))
-            elif item is not None and len(item):
-                self._mux_subtitle(item, out)
+        elif index in self._audio:
+            source_stream, out = self._audio[index]
+            try:
+                frames = source_stream.decode(packet)
+            except av.error.FFmpegError as exc:
+                self._skip_damaged(packet, source_stream, exc)
+                return
+            for frame in frames:
+                self._output.mux(out.encode(frame))
+        else:
+            source_stream, out = self._subtitles[index]
+            try:
+                subtitle = source_stream.codec_context.decode2(packet)
+            except av.error.FFmpegError as exc:
+                self._skip_damaged(packet, source_stream, exc)
+                return
+            if subtitle is not None and len(subtitle):
+                self._mux_subtitle(subtitle, out)
 
-    def _mux_subtitle(self, subtitle: av.subtitles.subtitle.SubtitleSet, out: av.stream.Stream) -> None:
+    def _skip_damaged(self, packet: av.Packet, stream: av.stream.Stream, exc: av.error.FFmpegError) -> None:
+        at = pts_seconds(packet.pts, packet.time_base)
+        log.warning("%s: skipped a damaged %s packet at %s s (%s)", self.source, stream.type, at, ffmpeg_reason(exc))
+
+    def _mux_subtitle(self, subtitle: av.subtitles.subtitle.SubtitleSet, out: SubtitleStream) -> None:
         # As ffmpeg does: move the display start into pts, encode, and time the packet.
         start = subtitle.pts * _MICROSECOND + subtitle.start_display_time * _MILLISECOND
         duration = (subtitle.end_display_time - subtitle.start_display_time) * _MILLISECOND
@@ -200,15 +221,14 @@ class Passthrough:
     def finish(self) -> None:
         """Mux everything left and flush the audio encoders."""
         self.mux_until(math.inf)
-        for route, source_stream, out in self._routes.values():
-            if route == "audio":
-                try:
-                    frames = source_stream.decode(None)
-                except av.FFmpegError:
-                    frames = []
-                for frame in frames:
-                    self._output.mux(out.encode(frame))
-                self._output.mux(out.encode())
+        for source_stream, out in self._audio.values():
+            try:
+                frames = source_stream.decode(None)
+            except av.error.FFmpegError:
+                frames = []
+            for frame in frames:
+                self._output.mux(out.encode(frame))
+            self._output.mux(out.encode())
 
     def close(self) -> None:
         self._input.close()

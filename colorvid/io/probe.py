@@ -9,8 +9,13 @@ import os
 import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from typing import cast
 
 import av
+import av.container
+import av.error
+import av.stream
+from av.sidedata.sidedata import SideDataContainer
 from av.sidedata.sidedata import Type as SideDataType
 
 from colorvid.color import sws_color_range, sws_colorspace
@@ -133,6 +138,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         color_range = tag("color_range", RANGE_UNSPECIFIED)
         matrix = MATRIX_OF_COLORSPACE.get(colorspace) or ("bt709" if height >= 720 else "bt601")
 
+        assert stream.time_base is not None, "FFmpeg gives every demuxed stream a time base"
         time_base = Fraction(stream.time_base)
         if stream.duration:
             duration = float(stream.duration * time_base)
@@ -142,7 +148,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration = None
 
         display_matrix = _display_matrix(first)
-        if display_matrix is not None:
+        if first is not None and display_matrix is not None:  # the matrix comes from the first frame
             rotation = -first.rotation % 360
         else:
             rotation = _rotate_tag(stream.metadata)
@@ -186,6 +192,7 @@ def timeline(path: str | os.PathLike) -> tuple[int, int, Fraction]:
     path = os.fspath(path)
     with open_input(path) as container:
         stream = video_stream(container, path)
+        assert stream.time_base is not None, "FFmpeg gives every demuxed stream a time base"
         time_base = Fraction(stream.time_base)
         start = stream.start_time
         if start is not None and stream.duration:
@@ -205,9 +212,10 @@ def timeline(path: str | os.PathLike) -> tuple[int, int, Fraction]:
                     continue
                 first = at if first is None else min(first, at)
                 last = max(last if last is not None else at, at + (packet.duration or 0))
-        except av.FFmpegError:
+        except av.error.FFmpegError:
             pass  # a damaged tail: the span up to it
-        if first is None:  # no timestamps at all: as VideoReader numbers the frames
+        # No timestamps at all (first and last are set together): as VideoReader numbers the frames.
+        if first is None or last is None:
             return 0, max(1, packets * missing_pts_step(stream)), time_base
     return (start if start is not None else first), max(last, first + 1), time_base
 
@@ -239,7 +247,7 @@ def open_input(path: str) -> av.container.InputContainer:
         return av.open(path)
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable media file ({ffmpeg_reason(exc)})") from None
 
 
@@ -263,9 +271,9 @@ def _first_frame(container: av.container.InputContainer, stream: av.VideoStream)
             try:
                 for frame in packet.decode():
                     return frame
-            except av.FFmpegError:
+            except av.error.FFmpegError:
                 continue
-    except av.FFmpegError:
+    except av.error.FFmpegError:
         pass
     return None
 
@@ -273,7 +281,8 @@ def _first_frame(container: av.container.InputContainer, stream: av.VideoStream)
 def _display_matrix(frame: av.VideoFrame | None) -> tuple[int, ...] | None:
     if frame is None:
         return None
-    side_data = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    # PyAV's stub types Frame.side_data as a TypedDict; it is a SideDataContainer keyed by side data type.
+    side_data = cast(SideDataContainer, frame.side_data).get(SideDataType.DISPLAYMATRIX)
     if side_data is None:
         return None
     return struct.unpack("<9i", bytes(side_data))

@@ -13,6 +13,9 @@ import os
 from collections.abc import Iterator
 
 import av
+import av.container
+import av.error
+import av.filter
 
 from colorvid.errors import InputError, SeekError
 from colorvid.io.probe import (
@@ -86,15 +89,13 @@ class VideoReader:
         May be called again to jump elsewhere in the file; the iterator of the
         previous call must not be used after that.
         """
-        if self._container is None:
-            raise RuntimeError("VideoReader must be used as a context manager")
-        stream = self._stream
+        container, stream = self._opened()
         time_base = stream.time_base
         if seek_pts is not None:
             self._sought = True
             try:
-                self._container.seek(seek_pts, stream=stream, backward=True)
-            except av.FFmpegError as exc:
+                container.seek(seek_pts, stream=stream, backward=True)
+            except av.error.FFmpegError as exc:
                 raise SeekError(f"{self.path}: cannot seek ({ffmpeg_reason(exc)})") from None
         # Frames with no timestamp at all get one a frame duration after the previous one.
         step = missing_pts_step(stream)
@@ -113,9 +114,15 @@ class VideoReader:
             raise InputError(f"{self.path}: no video frame could be decoded")
         self._warn_if_incomplete(pts_seconds(previous_pts, time_base))
 
+    def _opened(self) -> tuple[av.container.InputContainer, av.VideoStream]:
+        """The open container and its video stream (both are set together in ``__enter__``)."""
+        if self._container is None or self._stream is None:
+            raise RuntimeError("VideoReader must be used as a context manager")
+        return self._container, self._stream
+
     def _warn_if_incomplete(self, end: float | None) -> None:
         """Warn when fewer frames came out than the header promised (truncated file)."""
-        stream = self._stream
+        container, stream = self._opened()
         if stream.frames and not self._sought:
             if self.frames_read < stream.frames:
                 log.warning(
@@ -124,7 +131,7 @@ class VideoReader:
                 )
             return
         # No frame count (Matroska, MPEG-TS): compare times, leaving room for audio that outlasts the video.
-        duration = pts_seconds(stream.duration, stream.time_base) or (self._container.duration or 0) / av.time_base
+        duration = pts_seconds(stream.duration, stream.time_base) or (container.duration or 0) / av.time_base
         start = pts_seconds(stream.start_time, stream.time_base) or 0.0
         if end is not None and duration and end - start < duration - max(1.0, 0.1 * duration):
             log.warning(
@@ -133,22 +140,23 @@ class VideoReader:
             )
 
     def _decoded_frames(self) -> Iterator[av.VideoFrame]:
-        packets = self._container.demux(self._stream)
+        container, stream = self._opened()
+        packets = container.demux(stream)
         failures = 0
         while True:
             try:
                 packet = next(packets)
             except StopIteration:
                 return
-            except av.FFmpegError as exc:
+            except av.error.FFmpegError as exc:
                 log.warning("%s: cannot read past this point, stopping early (%s)", self.path, ffmpeg_reason(exc))
                 packet = None  # drain the frames still inside the decoder
             try:
-                yield from self._stream.decode(packet)
+                yield from stream.decode(packet)
                 failures = 0
-            except av.FFmpegError as exc:
+            except av.error.FFmpegError as exc:
                 failures += 1
-                at = pts_seconds(packet.pts if packet else None, self._stream.time_base)
+                at = pts_seconds(packet.pts if packet else None, stream.time_base)
                 where = f"at {at:.3f} s" if at is not None else "at an unknown time"
                 if failures >= self.max_consecutive_errors:
                     raise InputError(
@@ -211,24 +219,26 @@ def deinterlaced(frames: Iterator[av.VideoFrame], method: str = "bwdif") -> Iter
     """
     if method not in DEINTERLACERS:
         raise ValueError(f"unknown deinterlacer {method!r}: choose from {', '.join(DEINTERLACERS)}")
-    graph = None
+    graph: av.filter.Graph | None = None
     shape = None
     waiting: list[av.VideoFrame] = []  # frames pushed and not yet out, for their time base
 
-    def pulled() -> Iterator[av.VideoFrame]:
+    def pulled(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
         while True:
             try:
-                out = graph.pull()
+                out = graph.vpull()  # the graph's one sink is a video buffersink
             except (BlockingIOError, EOFError):
                 return
-            except av.FFmpegError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or isinstance(exc, av.EOFError):
+            except av.error.FFmpegError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or isinstance(exc, av.error.EOFError):
                     return
                 raise
             source = waiting.pop(0)
             # The filter halves the time base (for field rates); send_frame mode keeps the times.
-            if out.time_base and out.pts is not None and out.pts * out.time_base != source.pts * source.time_base:
-                raise RuntimeError(f"{method} moved a frame from pts {source.pts} to {out.pts} x {out.time_base}")
+            if out.time_base and out.pts is not None:
+                assert source.pts is not None and source.time_base is not None, "VideoReader stamps every frame"
+                if out.pts * out.time_base != source.pts * source.time_base:
+                    raise RuntimeError(f"{method} moved a frame from pts {source.pts} to {out.pts} x {out.time_base}")
             out.pts, out.time_base = source.pts, source.time_base
             yield out
 
@@ -236,7 +246,7 @@ def deinterlaced(frames: Iterator[av.VideoFrame], method: str = "bwdif") -> Iter
         if graph is None or shape != (frame.width, frame.height, frame.format.name):
             if graph is not None:  # the picture changed: drain the old graph first
                 graph.push(None)
-                yield from pulled()
+                yield from pulled(graph)
             shape = (frame.width, frame.height, frame.format.name)
             graph = av.filter.Graph()
             source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
@@ -248,10 +258,10 @@ def deinterlaced(frames: Iterator[av.VideoFrame], method: str = "bwdif") -> Iter
             graph.configure()
         waiting.append(frame)
         graph.push(frame)
-        yield from pulled()
+        yield from pulled(graph)
     if graph is not None:
         graph.push(None)
-        yield from pulled()
+        yield from pulled(graph)
 
 
 # --- output formats --------------------------------------------------------

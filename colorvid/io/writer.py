@@ -16,6 +16,9 @@ import os
 from contextlib import contextmanager
 
 import av
+import av.container
+import av.error
+import av.video.frame
 
 from colorvid import atomic
 from colorvid.color import sws_color_range, sws_colorspace
@@ -57,7 +60,7 @@ def _output_errors(path: str):
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OutputError(f"{path}: disk full") from None
-        if isinstance(exc, av.FFmpegError) or exc.errno is not None:
+        if isinstance(exc, av.error.FFmpegError) or exc.errno is not None:
             raise OutputError(f"{path}: cannot write ({ffmpeg_reason(exc)})") from None
         raise
 
@@ -70,6 +73,7 @@ def _add_video_stream(
         encoding.codec, rate=encoding.rate, width=info.width, height=info.height, pix_fmt=encoding.pix_fmt,
         options=encoding.options,
     )
+    assert isinstance(stream, av.VideoStream), f"{encoding.codec} is a video encoder"
     stream.time_base = encoding.time_base
     ctx = stream.codec_context
     ctx.time_base = encoding.time_base
@@ -92,7 +96,7 @@ def _open_encoder(stream: av.VideoStream, path: str, info: VideoInfo, encoding: 
     """Open now, so a codec that refuses the settings fails before any frame is decoded."""
     try:
         stream.codec_context.open()
-    except av.FFmpegError as exc:
+    except av.error.FFmpegError as exc:
         raise OutputError(
             f"{path}: {encoding.codec} refuses {encoding.pix_fmt} at {info.width}x{info.height} ({ffmpeg_reason(exc)})"
         ) from None
@@ -287,7 +291,6 @@ class VideoWriter:
         self._time_base = encoding.time_base
         self._passthrough: Passthrough | None = None
         self._container: av.container.OutputContainer | None = None
-        self._encoder: _FrameEncoder | None = None
         self._temp_path = self._create_temp_file()
         try:
             with _output_errors(self.path):
@@ -349,6 +352,7 @@ class VideoWriter:
         with _output_errors(self.path):
             packets = self._encoder.encode(frame)
             pts = self._encoder.last_pts
+            assert pts is not None, "encode() has just set it"
             self._mux(packets)
             self.frames_written += 1
             if self._passthrough is not None:
@@ -370,9 +374,11 @@ class VideoWriter:
                 self._passthrough.mux_until(float(at * self._time_base) + _INTERLEAVE_MARGIN)
 
     def _mux(self, packets) -> None:
+        assert self._container is not None, "opened in __init__ (None only while __init__ fails)"
         self._container.mux(packets)
 
     def _finish(self) -> None:
+        assert self._container is not None, "opened in __init__ (None only while __init__ fails)"
         self._mux(self._encoder.flush())
         if self._passthrough is not None:
             self._passthrough.finish()
