@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TypedDict
 
 import av
+import av.video.plane
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import DTypeLike
 
 from colorvid.color import (
     WORK_FORMATS,
@@ -70,10 +73,20 @@ class _Plane:
     array: np.ndarray  # (height, width) of uint8 or uint16
 
     @classmethod
-    def of(cls, plane: av.video.plane.VideoPlane, dtype: np.dtype) -> _Plane:
+    def of(cls, plane: av.video.plane.VideoPlane, dtype: DTypeLike) -> _Plane:
         itemsize = np.dtype(dtype).itemsize
-        buf = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
+        # Through a memoryview: numpy's stubs for Python < 3.12 accept only built-in buffer types.
+        buf = np.frombuffer(memoryview(plane), dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
         return cls(buf[:, : plane.width])
+
+
+class _ReformatArgs(TypedDict):
+    """Matrix and range arguments of ``VideoFrame.reformat``."""
+
+    src_colorspace: str
+    dst_colorspace: str
+    src_color_range: str
+    dst_color_range: str
 
 
 class FrameColorizer:
@@ -103,7 +116,7 @@ class FrameColorizer:
         self.matrix = matrix
         self.full_range = full_range
         source_full_range = full_range if source_full_range is None else source_full_range
-        self._reformat_args = dict(
+        self._reformat_args = _ReformatArgs(
             src_colorspace=sws_colorspace(source_matrix or matrix),
             dst_colorspace=sws_colorspace(matrix),
             src_color_range=sws_color_range(source_full_range),
@@ -182,7 +195,7 @@ class FrameColorizer:
         return out_frames
 
 
-def _copy_frame(frame: av.VideoFrame, dtype: np.dtype) -> av.VideoFrame:
+def _copy_frame(frame: av.VideoFrame, dtype: DTypeLike) -> av.VideoFrame:
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for src, dst in zip(frame.planes, copy.planes):
         _Plane.of(dst, dtype).array[...] = _Plane.of(src, dtype).array
@@ -220,7 +233,8 @@ def colorize_rgb(
     """A still image: RGB (3, H, W) in [0, 1] -> colorized RGB with the same Lab lightness."""
     lab = rgb_to_lab(rgb.to(device).unsqueeze(0).float())
     lightness = lab[:, :1]
-    in_h, in_w = inference_size(*lightness.shape[-2:], render_size)
+    height, width = lightness.shape[-2:]
+    in_h, in_w = inference_size(height, width, render_size)
     l_small = F.interpolate(lightness, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
     model_in = l_small.contiguous(memory_format=torch.channels_last).to(torch.float16 if half else torch.float32)
     ab_low = model(model_in).float()

@@ -19,6 +19,7 @@ import os
 from fractions import Fraction
 
 import av
+import av.error
 
 from colorvid import atomic
 from colorvid.errors import InputError, OutputError
@@ -64,7 +65,9 @@ class _ImageEncoder:
         codec, shallow, deep = _IMAGE_ENCODERS[image_format]
         self.pix_fmt = deep if info.bit_depth > 8 else shallow
         self._info = info
-        self._context = av.CodecContext.create(codec, "w")
+        context = av.CodecContext.create(codec, "w")
+        assert isinstance(context, av.VideoCodecContext), f"{codec} is an image (video) encoder"
+        self._context = context
         self._context.width = info.width
         self._context.height = info.height
         self._context.pix_fmt = self.pix_fmt
@@ -76,13 +79,12 @@ class _ImageEncoder:
         self._count = 0
 
     def write(self, frame: av.VideoFrame, path: str) -> None:
-        info = self._info
-        to_rgb = {"src_colorspace": info.sws_colorspace, "src_color_range": info.sws_color_range}
+        source_colorspace, source_range = self._info.sws_colorspace, self._info.sws_color_range
         if self.pix_fmt.startswith("yuvj"):  # JPEG is BT.601 full range: go through RGB
-            image = frame.reformat(format="rgb24", **to_rgb)
+            image = frame.reformat(format="rgb24", src_colorspace=source_colorspace, src_color_range=source_range)
             image = image.reformat(format=self.pix_fmt, dst_colorspace="itu601", dst_color_range="JPEG")
         else:
-            image = frame.reformat(format=self.pix_fmt, **to_rgb)
+            image = frame.reformat(format=self.pix_fmt, src_colorspace=source_colorspace, src_color_range=source_range)
         image.pts, image.time_base = self._count, self._context.time_base  # encoders want increasing pts
         self._count += 1
         self._pending.append(path)

@@ -24,6 +24,7 @@ from colorvid import atomic
 from colorvid.color import luma_to_gray
 from colorvid.errors import InputError, OutputError, SeekError
 from colorvid.io.formats import IMAGE_SUFFIXES
+from colorvid.io.reader import frame_pts, frame_time
 from colorvid.pipeline import ColorizeOptions, check_output_image
 
 log = logging.getLogger("colorvid")
@@ -81,17 +82,21 @@ def make_preview(source: str | os.PathLike, target: str | os.PathLike, options: 
     colorizer = load_for(options.colorize).frame_colorizer(info.matrix, info.full_range, smoothing=False)
     colorized = colorizer.colorize_frames(frames, work_format(info.pix_fmt, info.bit_depth))
 
-    sws = dict(src_colorspace=info.sws_colorspace, src_color_range=info.sws_color_range)
+    def rgb(frame: av.VideoFrame) -> np.ndarray:
+        return frame.reformat(
+            format="rgb24", src_colorspace=info.sws_colorspace, src_color_range=info.sws_color_range
+        ).to_ndarray()
+
     rows = [
         [_gray(frame, info.full_range) for frame in colorized],
-        [frame.reformat(format="rgb24", **sws).to_ndarray() for frame in colorized],
+        [rgb(frame) for frame in colorized],
     ]
     if options.truth:
-        rows.append([frame.reformat(format="rgb24", **sws).to_ndarray() for frame in frames])
+        rows.append([rgb(frame) for frame in frames])
     rows = [[_rotated(tile, info.rotation) for tile in row] for row in rows]
     sheet = _assemble(rows, options.max_width)
     _save_atomic(sheet, target)
-    times = [float(f.pts * f.time_base) - info.start_time for f in frames]
+    times = [float(frame_time(f)) - info.start_time for f in frames]
     return Sheet(target, sheet.shape[1], sheet.shape[0], len(rows), times)
 
 
@@ -129,13 +134,14 @@ def _seek_frames(path: Path, targets: list[float]) -> list[av.VideoFrame]:
             just_sought = decoded is None or position is None or not 0 <= target - position <= SEEK_AHEAD_SECONDS
             if just_sought:
                 decoded, pending = reader.frames_from(math.floor(target / time_base)), None
+            assert decoded is not None, "set by the seek above, or kept from the previous target"
             chosen = None
             frames = itertools.chain([pending] if pending is not None else [], decoded)
             pending = None
             for frame in frames:
                 if reader.frames_without_pts:
                     raise SeekError(f"{path}: frames without timestamps")
-                position = float(frame.pts * time_base)
+                position = float(frame_pts(frame) * time_base)
                 if just_sought and chosen is None and position > target + SEEK_AHEAD_SECONDS:
                     raise SeekError(f"{path}: a seek to {target:.2f} s landed at {position:.2f} s")
                 if position > target and chosen is not None:
@@ -187,7 +193,8 @@ def _gray(frame: av.VideoFrame, full_range: bool) -> np.ndarray:
     plane = frame.planes[0]
     bits = frame.format.components[0].bits
     dtype = np.uint16 if bits > 8 else np.uint8
-    y = np.frombuffer(plane, dtype=dtype).reshape(plane.height, -1)[:, : plane.width].astype(np.float32)
+    # Through a memoryview: numpy's stubs for Python < 3.12 accept only built-in buffer types.
+    y = np.frombuffer(memoryview(plane), dtype=dtype).reshape(plane.height, -1)[:, : plane.width].astype(np.float32)
     gray = (luma_to_gray(y, bits, full_range) * 255).round().clip(0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)
 

@@ -18,7 +18,7 @@ from colorvid.io.formats import (
     check_output,
 )
 from colorvid.io.probe import VideoInfo, count_packets, probe, timeline
-from colorvid.io.reader import DEINTERLACERS, VideoReader, deinterlaced
+from colorvid.io.reader import DEINTERLACERS, VideoReader, deinterlaced, frame_pts, frame_time
 from colorvid.io.writer import PacketEncoder, VideoWriter
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "check_output",
     "count_packets",
     "deinterlaced",
+    "frame_pts",
+    "frame_time",
     "probe",
     "timeline",
 ]

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 from collections.abc import Iterator
+from fractions import Fraction
 
 import av
 import av.container
@@ -66,6 +67,7 @@ class VideoReader:
             # Threading must be chosen before the decoder opens (first decode).
             self._stream.thread_type = "AUTO"
             self._stream.thread_count = 0
+            assert self._stream.time_base is not None, "FFmpeg gives every demuxed stream a time base"
             self.time_base = self._stream.time_base
         except BaseException:
             self.close()
@@ -166,6 +168,18 @@ class VideoReader:
                 log.warning("%s: skipped a damaged video packet %s (%s)", self.path, where, ffmpeg_reason(exc))
             if packet is None:
                 return
+
+
+def frame_pts(frame: av.VideoFrame) -> int:
+    """The pts of a frame that came through :class:`VideoReader`, which gives every frame one."""
+    assert frame.pts is not None, "a frame VideoReader did not stamp"
+    return frame.pts
+
+
+def frame_time(frame: av.VideoFrame) -> Fraction:
+    """pts x time_base, exact, of a frame that came through :class:`VideoReader`, which gives every frame both."""
+    assert frame.pts is not None and frame.time_base is not None, "a frame VideoReader did not stamp"
+    return frame.pts * frame.time_base
 
 
 _PTS_LOOKAHEAD = 8  # frames held back while judging whether pts or dts is reliable
