@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from colorvid.errors import InputError, SeekError
-from colorvid.io import VideoInfo, VideoReader, deinterlaced
+from colorvid.io import VideoInfo, VideoReader, deinterlaced, frame_pts
 from colorvid.ranges import FrameRange
 
 log = logging.getLogger("colorvid")
@@ -68,7 +68,7 @@ class FrameSelection:
             def decoded():
                 after_end = 0
                 for frame in reader:
-                    pts = frame.pts
+                    pts = frame_pts(frame)
                     if self._before(pts) and pts not in context:
                         continue
                     if self.frames.end is not None and pts >= self.frames.end:
@@ -81,7 +81,7 @@ class FrameSelection:
             stream = deinterlaced(decoded(), self.deinterlace) if self.deinterlace else decoded()
             told = False
             for frame in stream:
-                pts = frame.pts
+                pts = frame_pts(frame)
                 if self._wanted(pts):
                     if not told and not self.deinterlace and frame.interlaced_frame:
                         log.info("%s: the video is interlaced; --deinterlace may look better", self.source)
@@ -113,6 +113,8 @@ class FrameSelection:
                 return target, found
         found = self._scan(None, count)
         if found is None:
+            # From the start of the file, only a frame done before that is missing fails the scan.
+            assert self.done_pts is not None
             at = float(self.done_pts * time_base)
             raise InputError(
                 f"{self.source}: the frame at {at:.3f} s, the last one done before, is not in the file any more; "
@@ -131,7 +133,7 @@ class FrameSelection:
                 for frame in reader:
                     if seek_pts is not None and reader.frames_without_pts:
                         return None
-                    pts = frame.pts
+                    pts = frame_pts(frame)
                     if not self._before(pts):
                         if first and seek_pts is not None:
                             return None  # landed after the frames needed
