@@ -25,11 +25,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TypedDict
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    # tomli is installed only on 3.10 (see pyproject), so pyright, checking for 3.10, may not find it.
+    import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
 from colorvid import atomic
 from colorvid.errors import ModelFileError, WeightsError
@@ -74,6 +76,29 @@ class ModelEntry:
         if self.on_hub:
             return f"hf://{self.hf_repo}@{self.hf_revision}/{self.hf_filename}"
         return str(self.package_path)
+
+    def hub_location(self) -> tuple[str, str, str]:
+        """(hf_repo, hf_filename, hf_revision) of a model on the hub: an entry has all three or none."""
+        repo, filename, revision = self.hf_repo, self.hf_filename, self.hf_revision
+        assert repo is not None and filename is not None and revision is not None, f"'{self.name}' is not on the hub"
+        return repo, filename, revision
+
+    def package_location(self) -> tuple[str, Path]:
+        """(package_file, package_path) of a model shipped in the package: every entry not on the hub."""
+        package_file, package_path = self.package_file, self.package_path
+        assert package_file is not None and package_path is not None, f"'{self.name}' is not a package file"
+        return package_file, package_path
+
+
+class _CommonFields(TypedDict):
+    """The ModelEntry fields every entry has."""
+
+    name: str
+    architecture: str
+    sha256: str
+    size: int
+    license: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -170,8 +195,8 @@ def _parse_entry(path: Path, root: Path, name: str, table: object) -> ModelEntry
     size = table["size"]
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise bad("'size' must be a positive integer (bytes)")
-    common = dict(name=name, architecture=table["architecture"], sha256=sha, size=size,
-                  license=table["license"], description=table["description"])
+    common = _CommonFields(name=name, architecture=table["architecture"], sha256=sha, size=size,
+                           license=table["license"], description=table["description"])
 
     has_package = "package_file" in table
     hub_keys = [k for k in _HUB_KEYS if k in table]
@@ -205,11 +230,13 @@ def dump_registry(registry: Registry) -> str:
         lines.append(f"[models.{key}]")
         lines.append(f"architecture = {_toml_str(entry.architecture)}")
         if entry.on_hub:
-            lines.append(f"hf_repo = {_toml_str(entry.hf_repo)}")
-            lines.append(f"hf_filename = {_toml_str(entry.hf_filename)}")
-            lines.append(f"hf_revision = {_toml_str(entry.hf_revision)}")
+            repo, filename, revision = entry.hub_location()
+            lines.append(f"hf_repo = {_toml_str(repo)}")
+            lines.append(f"hf_filename = {_toml_str(filename)}")
+            lines.append(f"hf_revision = {_toml_str(revision)}")
         else:
-            lines.append(f"package_file = {_toml_str(entry.package_file)}")
+            package_file, _ = entry.package_location()
+            lines.append(f"package_file = {_toml_str(package_file)}")
         lines.append(f"sha256 = {_toml_str(entry.sha256)}")
         lines.append(f"size = {entry.size}")
         lines.append(f"license = {_toml_str(entry.license)}")
@@ -296,8 +323,8 @@ def register(
         architecture = check_model_file(path)
     except ModelFileError as exc:
         raise WeightsError(f"{path}: {exc}") from None
-    common = dict(name=name, architecture=architecture, sha256=sha256_file(path), size=path.stat().st_size,
-                  license=license, description=description)
+    common = _CommonFields(name=name, architecture=architecture, sha256=sha256_file(path), size=path.stat().st_size,
+                           license=license, description=description)
     if hf_repo is None:
         if hf_revision is not None or hf_filename is not None:
             raise WeightsError("--hf-revision and --hf-filename need --hf-repo")

@@ -63,7 +63,8 @@ def hub_cache_dir() -> Path:
     env = os.environ
     cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
     if not cache:
-        home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+        cache_home = env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        home = env.get("HF_HOME") or os.path.join(cache_home, "huggingface")
         cache = os.path.join(home, "hub")
     return Path(os.path.expandvars(os.path.expanduser(cache)))
 
@@ -84,7 +85,8 @@ def hub_offline() -> bool:
 def _cached_file(entry: ModelEntry, cache_dir: Path) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(entry.hf_repo, entry.hf_filename, cache_dir=str(cache_dir), revision=entry.hf_revision)
+    repo, filename, revision = entry.hub_location()
+    found = try_to_load_from_cache(repo, filename, cache_dir=str(cache_dir), revision=revision)
     return Path(found) if isinstance(found, str) else None
 
 
@@ -163,12 +165,14 @@ def _resolve_entry(entry: ModelEntry, offline: bool | None, cache_dir) -> Path:
         raise _not_downloaded(entry.name, hub_offline() if offline is None else offline)
     problem = _mismatch(entry, path)
     if problem:
-        raise WeightsError(f"model '{entry.name}': cached file {path} is damaged ({problem}); run: {FETCH_COMMAND} {entry.name}")
+        raise WeightsError(
+            f"model '{entry.name}': cached file {path} is damaged ({problem}); run: {FETCH_COMMAND} {entry.name}"
+        )
     return path
 
 
 def _verified_package_file(entry: ModelEntry) -> Path:
-    path = entry.package_path
+    _, path = entry.package_location()
     if not path.is_file():
         raise WeightsError(f"model '{entry.name}': {path} is missing from the installation (reinstall colorvid)")
     problem = _mismatch(entry, path)
@@ -227,9 +231,10 @@ def fetch(
     _check_remote(entry, endpoint)
     from huggingface_hub import hf_hub_download
 
+    repo, filename, revision = entry.hub_location()
     try:
         path = Path(hf_hub_download(
-            entry.hf_repo, entry.hf_filename, revision=entry.hf_revision, cache_dir=str(cache),
+            repo, filename, revision=revision, cache_dir=str(cache),
             endpoint=endpoint, tqdm_class=None if progress else _silent_bar_class(),
         ))
     except Exception as exc:  # noqa: BLE001 - mapped to one line, or re-raised if not a download failure
@@ -237,7 +242,9 @@ def fetch(
     problem = _mismatch(entry, path)
     if problem:
         _evict(path, cache)
-        raise WeightsError(f"model '{name}': the file downloaded from {endpoint} has {problem}; deleted it from the cache")
+        raise WeightsError(
+            f"model '{name}': the file downloaded from {endpoint} has {problem}; deleted it from the cache"
+        )
     return path
 
 
@@ -260,7 +267,8 @@ def _check_remote(entry: ModelEntry, endpoint: str) -> None:
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(entry.hf_repo, entry.hf_filename, revision=entry.hf_revision, endpoint=endpoint)
+    repo, filename, revision = entry.hub_location()
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
     try:
         meta = get_hf_file_metadata(url, timeout=_etag_timeout(), endpoint=endpoint)
     except Exception as exc:  # noqa: BLE001
@@ -288,10 +296,13 @@ def _download_error(entry: ModelEntry, endpoint: str, exc: Exception) -> Weights
     """One-line WeightsError for an exception from huggingface_hub; re-raises anything else."""
     from huggingface_hub import errors as hf
 
-    where = f"{entry.hf_repo}@{entry.hf_revision[:12]}"
+    repo, _, revision = entry.hub_location()
+    where = f"{repo}@{revision[:12]}"
     prefix = f"model '{entry.name}'"
     if isinstance(exc, hf.OfflineModeIsEnabled):
-        return WeightsError(f"{prefix} cannot be downloaded: HF_HUB_OFFLINE is set; unset it and run: {FETCH_COMMAND} {entry.name}")
+        return WeightsError(
+            f"{prefix} cannot be downloaded: HF_HUB_OFFLINE is set; unset it and run: {FETCH_COMMAND} {entry.name}"
+        )
     if isinstance(exc, hf.GatedRepoError):
         return WeightsError(f"{prefix}: {entry.hf_repo} on {endpoint} is gated; accept its terms and set HF_TOKEN")
     if isinstance(exc, hf.RepositoryNotFoundError):
@@ -339,7 +350,8 @@ def list_models(registry: Registry | None = None, *, cache_dir: str | os.PathLik
         if entry.on_hub:
             local = _cached_file(entry, cache)
         else:
-            local = entry.package_path if entry.package_path.is_file() else None
+            _, package_path = entry.package_location()
+            local = package_path if package_path.is_file() else None
         rows.append(ModelRow(
             name=name, size=entry.size, license=entry.license, installed=local is not None,
             default=name == registry.default, description=entry.description,
