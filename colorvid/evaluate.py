@@ -249,20 +249,24 @@ def _read_image(path: Path):
 def _image_format(clip: Clip) -> _Format:
     from PIL import Image
 
+    images = clip.images
+    assert images is not None, "a clip of image files"
     try:
-        with Image.open(clip.images[0]) as im:
+        with Image.open(images[0]) as im:
             width, height = im.size
     except OSError as exc:
-        raise InputError(f"{clip.images[0]}: not a readable image ({exc})") from None
+        raise InputError(f"{images[0]}: not a readable image ({exc})") from None
     # RGB images: Y'CbCr for the colorizer is BT.601 full range, as in JPEG.
-    return _Format(width, height, "bt601", True, "yuv444p", len(clip.images))
+    return _Format(width, height, "bt601", True, "yuv444p", len(images))
 
 
 def _image_frames(clip: Clip) -> Iterator:
     import av
 
+    images = clip.images
+    assert images is not None, "a clip of image files"
     first_size = None
-    for index, path in enumerate(clip.images):
+    for index, path in enumerate(images):
         rgb = _read_image(path)
         size = (rgb.shape[1], rgb.shape[0])
         first_size = first_size or size
@@ -391,6 +395,7 @@ def evaluate(
         if model is not None:
             results.append(_colorize_and_score(clip, model, options, progress))
         else:
+            assert outputs is not None, "no model: the outputs were given"
             results.append(_score_existing(clip, outputs[index], options, progress))
     return Evaluation(results, _mean_over(results), settings)
 
@@ -500,7 +505,7 @@ _COLUMNS = (  # header, Scores field, format
 def format_table(evaluation: Evaluation) -> str:
     """An aligned text table: per clip (and the mean) rows for the output, the gray baseline and the reference."""
     header = ("CLIP", "FRAMES", "SOURCE") + tuple(c[0] for c in _COLUMNS)
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
 
     def add(name: str, frames: str, scores: dict[str, Scores]) -> None:
         for i, (label, source) in enumerate((("colorized", "output"), ("gray", "gray"), ("reference", "truth"))):

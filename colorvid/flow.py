@@ -142,7 +142,7 @@ def _half(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="area")
 
 
-def _resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize_flow(flow: torch.Tensor, size: torch.Size) -> torch.Tensor:
     h, w = flow.shape[-2:]
     scale = torch.tensor([size[1] / w, size[0] / h], device=flow.device).view(1, 2, 1, 1)
     return F.interpolate(flow, size=size, mode="bilinear", align_corners=False) * scale

@@ -6,6 +6,7 @@ All take RGB as float tensors in [0, 1], shaped (..., 3, H, W).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -66,7 +67,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
     x = a.permute(1, 2, 0).double().cpu().numpy()
     y = b.permute(1, 2, 0).double().cpu().numpy()
-    return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))
+    # scikit-image is untyped: the inferred return type includes the gradient and full-image
+    # variants, which this call does not ask for; it returns the mean SSIM.
+    return float(cast(float, structural_similarity(x, y, channel_axis=-1, data_range=1.0)))
 
 
 # --- color distribution consistency (CDC) ------------------------------------------

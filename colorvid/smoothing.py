@@ -152,6 +152,7 @@ class TemporalSmoother:
         for i in range(ab.shape[0]):
             prev = ab[i] if prev is None or cuts[i] else (1 - self.strength) * ab[i] + self.strength * prev
             out[i] = prev
+        assert prev is not None, "an empty batch before any frame"
         self._prev_ab = prev.clone()
         return out, cuts
 
@@ -196,6 +197,7 @@ class MotionSmoother(TemporalSmoother):
                 own, trust = ab[i : i + 1], confidence[i : i + 1]
                 prev = self.mix(own, warped, trust, None if features is None else features[i : i + 1])[0]
             out[i] = prev
+        assert prev is not None, "an empty batch before any frame"
         self._prev_ab = prev.clone()
         return out, cuts
 
@@ -237,5 +239,6 @@ class ModelSmoother(MotionSmoother):
     ) -> torch.Tensor:
         from colorvid.models.effnet_unet import follow_previous
 
+        assert features is not None, "ModelSmoother is called with the decoder's features"
         gate = self.head(features.to(own.dtype), own, warped, confidence)
         return follow_previous(gate, own, warped, confidence, self.strength)
