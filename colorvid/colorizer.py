@@ -31,7 +31,8 @@ from colorvid.color import (
     sws_colorspace,
 )
 from colorvid.errors import ColorizeError
-from colorvid.models.effnet_unet import Colorizer, inference_size
+from colorvid.models import Network
+from colorvid.models.effnet_unet import inference_size
 from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
@@ -94,7 +95,7 @@ class FrameColorizer:
 
     def __init__(
         self,
-        model: Colorizer,
+        model: Network,
         device: torch.device,
         matrix: str,
         full_range: bool = False,
@@ -228,7 +229,7 @@ def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def colorize_rgb(
-    model: Colorizer, rgb: torch.Tensor, device: torch.device, render_size: int = 256, half: bool = False
+    model: Network, rgb: torch.Tensor, device: torch.device, render_size: int = 256, half: bool = False
 ) -> torch.Tensor:
     """A still image: RGB (3, H, W) in [0, 1] -> colorized RGB with the same Lab lightness."""
     lab = rgb_to_lab(rgb.to(device).unsqueeze(0).float())

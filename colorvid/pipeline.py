@@ -359,12 +359,13 @@ class Pipeline:
         from colorvid.ranges import FrameRange, segment_range, time_range
 
         opts = self.options
-        if opts.segment is None and opts.time_range is None:
-            return FrameRange()
-        start_pts, end_pts, time_base = timeline(source)
         if opts.segment is not None:
+            start_pts, end_pts, _ = timeline(source)
             return segment_range(*opts.segment, start_pts, end_pts)
-        return time_range(*opts.time_range, start_pts, time_base)
+        if opts.time_range is not None:
+            start_pts, _, time_base = timeline(source)
+            return time_range(*opts.time_range, start_pts, time_base)
+        return FrameRange()
 
     def _settings(self) -> dict:
         """Everything that changes the output's frames: a run is only resumed with the same."""
@@ -391,6 +392,7 @@ class Pipeline:
         from colorvid.stages import Sink, Stage, batched
 
         opts = self.options
+        assert opts.smooth is not None, "settled for the model in __init__"
         probe_encoder = PacketEncoder(target, info, encode_options(folder.state))  # refuses bad settings now
         probe_encoder.close()
         # chroma is computed in the encoder's Y'CbCr (MJPEG, for one, is always full range)

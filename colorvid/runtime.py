@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from colorvid.colorizer import FrameColorizer
 from colorvid.errors import ColorizeError
+from colorvid.models import Network
 from colorvid.smoothing import temporal_settings
 
 
@@ -43,7 +43,7 @@ def select_device(name: str = "auto") -> torch.device:
 class LoadedModel:
     """The network on its device, with the settings every frame is colorized with."""
 
-    model: nn.Module
+    model: Network
     device: torch.device
     half: bool
     name: str | None  # as the user gave it (a registry name or a file); None: the registry's default

@@ -16,9 +16,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from colorvid.errors import ModelFileError, WeightsError
 from colorvid.registry import ModelEntry, Registry, load_registry, sha256_file
+
+if TYPE_CHECKING:
+    import torch
+
+    from colorvid.models import Network
 
 log = logging.getLogger("colorvid")
 
@@ -362,13 +368,13 @@ def list_models(registry: Registry | None = None, *, cache_dir: str | os.PathLik
 
 def open_model(
     name_or_path: str | os.PathLike | None = None,
-    device="cpu",
+    device: torch.device | str = "cpu",
     half: bool = False,
     *,
     fuse: bool = True,
     optimize: bool = False,
     registry: Registry | None = None,
-):
+) -> Network:
     """Resolve a model (None = the registry default) and load it for inference
     (see :func:`colorvid.models.load_model` for ``fuse`` and ``optimize``).
 

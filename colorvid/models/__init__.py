@@ -12,13 +12,32 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
+from typing import Protocol
 
-from torch import nn
+import torch
 
 from colorvid.errors import ModelFileError
 
 # Architecture name (as weights.toml and the weights files give it) -> module of that family.
 FAMILIES = {"effnet-lite0-unet": "colorvid.models.effnet_unet"}
+
+
+class Network(Protocol):
+    """What colorizing asks of a model that a family's ``load`` returns (a torch module)."""
+
+    @property
+    def temporal(self) -> Callable[..., torch.Tensor] | None:
+        """The previous-frame head, if the model has one."""
+        ...
+
+    def __call__(self, lightness: torch.Tensor) -> torch.Tensor:
+        """L (B, 1, H, W) -> ab (B, 2, h, w) in Lab units."""
+        ...
+
+    def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L -> (decoder features, ab): what the previous-frame head needs."""
+        ...
 
 
 def family_of(path: str | os.PathLike) -> str:
@@ -41,8 +60,13 @@ def family_of(path: str | os.PathLike) -> str:
 
 
 def load_model(
-    path: str | os.PathLike, device="cpu", half: bool = False, *, fuse: bool = True, optimize: bool = False
-) -> nn.Module:
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    half: bool = False,
+    *,
+    fuse: bool = True,
+    optimize: bool = False,
+) -> Network:
     """Load a weights file of any family for inference: eval mode, on ``device``.
 
     ``half`` runs in fp16; ``fuse`` folds batch norms into convolutions; ``optimize``

@@ -131,6 +131,8 @@ class UpBlock(nn.Module):
 
 
 class Colorizer(nn.Module):
+    ab_centers: torch.Tensor  # a buffer, registered when the config has ab_bins
+
     def __init__(self, config: ModelConfig, ab_centers: torch.Tensor | None = None):
         super().__init__()
         self.config = config
@@ -196,6 +198,7 @@ class ConfidenceHead(nn.Module):
         super().__init__()
         self.mix = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True))
         self.out = nn.Conv2d(hidden, 1, 1)
+        assert self.out.bias is not None  # Conv2d has one by default
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, 2.0)  # starts near 1: the plain regression
 
@@ -242,6 +245,7 @@ class TemporalHead(nn.Module):
         super().__init__()
         self.mix = nn.Sequential(nn.Conv2d(channels + 5, hidden, 3, padding=1), nn.ReLU(inplace=True))
         self.out = nn.Conv2d(hidden, 1, 1)
+        assert self.out.bias is not None  # Conv2d has one by default
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)  # starts as a confidence-weighted blend at half the strength
 
@@ -274,17 +278,23 @@ def annealed_mean(logits: torch.Tensor, centers: torch.Tensor, temperature: floa
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """Fold every Conv2d+BatchNorm2d pair into one Conv2d (inference only)."""
     for name, child in model.named_children():
-        if (
-            isinstance(child, nn.Sequential)
-            and len(child) >= 2
-            and isinstance(child[0], nn.Conv2d)
-            and isinstance(child[1], nn.BatchNorm2d)
-        ):
-            fused = torch.nn.utils.fusion.fuse_conv_bn_eval(child[0], child[1])
-            setattr(model, name, nn.Sequential(fused, *list(child)[2:]))
+        split = _split_conv_bn(child)
+        if split is not None:
+            conv, norm, rest = split
+            fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, norm)
+            setattr(model, name, nn.Sequential(fused, *rest))
         else:
             fuse_conv_bn(child)
     return model
+
+
+def _split_conv_bn(module: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d, list[nn.Module]] | None:
+    """(Conv2d, BatchNorm2d, the modules after them) of a Sequential that starts with that pair, else None."""
+    if isinstance(module, nn.Sequential) and len(module) >= 2:
+        conv, norm = module[0], module[1]
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            return conv, norm, list(module)[2:]
+    return None
 
 
 def save_model(model: Colorizer, path: str | Path, half: bool = True, metadata: dict | None = None) -> None:
@@ -348,7 +358,8 @@ def load(
     model.eval()
     if fuse:
         fuse_conv_bn(model)
-    model = model.to(device=device, memory_format=torch.channels_last)
+    # Module.to's overloads take a device or a memory format, not both in one call.
+    model = model.to(device=device).to(memory_format=torch.channels_last)
     if half:
         return model.half()
     if optimize and torch.device(device).type == "cpu":
