@@ -138,10 +138,13 @@ def repeat_clip(source: Path, target: Path, repeats: int) -> None:
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
         for packet in inp.demux():
-            if packet.size and packet.pts is not None:
+            # Annotated: pyright, checking for Python 3.10, cannot type `with av.open(...) as inp`
+            # (PyAV's stubs import typing.Self, which 3.10 lacks).
+            pts: int | None = packet.pts
+            if packet.size and pts is not None:
                 index = packet.stream_index
-                starts[index] = min(starts.get(index, packet.pts), packet.pts)
-                ends[index] = max(ends.get(index, packet.pts), packet.pts + (packet.duration or 0))
+                starts[index] = min(starts.get(index, pts), pts)
+                ends[index] = max(ends.get(index, pts), pts + (packet.duration or 0))
         spans = {index: ends[index] - starts[index] for index in starts}
     with av.open(str(source)) as template, av.open(str(temp), "w", format="mp4") as out:
         streams = {s.index: out.add_stream_from_template(s) for s in template.streams if s.type in ("video", "audio")}

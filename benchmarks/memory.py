@@ -67,6 +67,7 @@ def growth(samples: list[tuple[float, int]]) -> str:
 
 
 def main() -> None:
+    assert __doc__ is not None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _common.add_pipeline_arguments(parser)
     parser.add_argument("--minutes", default="1,10", help="lengths of the short and the long input")

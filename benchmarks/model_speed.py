@@ -54,6 +54,7 @@ def measure(model, device: torch.device, dtype: torch.dtype, batch: int, height:
 
 
 def main() -> None:
+    assert __doc__ is not None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model name or file (default: the registry default)")
     parser.add_argument("--device", default="auto")

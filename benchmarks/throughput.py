@@ -20,14 +20,23 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import _common
 
 from colorvid.io import EncodeOptions, VideoReader, VideoWriter, probe
 from colorvid.pipeline import ColorizeOptions, Job, Pipeline
 
+
+class _Encoding(TypedDict):
+    codec: str
+    crf: int
+    preset: str
+    pix_fmt: str
+
+
 TARGETS = {"480p": 0.5, "1080p": 0.75}  # colorize fps / decode+encode fps
-ENCODE = dict(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p")
+ENCODE = _Encoding(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p")
 
 
 def decode_encode(source: Path, target: Path) -> tuple[int, float]:
@@ -74,6 +83,7 @@ def best_of(repeat: int, run) -> tuple[int, float]:
 
 
 def main() -> None:
+    assert __doc__ is not None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _common.add_pipeline_arguments(parser)
     parser.add_argument("--input", action="append", default=[], help="measure this file (repeatable)")
