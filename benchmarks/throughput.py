@@ -108,7 +108,7 @@ def main() -> None:
     options = ColorizeOptions(model=model, device=args.device, batch_size=args.batch_size,
                               render_size=args.render_size, overwrite=True, **ENCODE)
     pipeline = Pipeline(options)
-    print(f"device: {pipeline.device}, batch {args.batch_size}, render size {args.render_size}, "
+    print(f"device: {pipeline.runtime.device}, batch {args.batch_size}, render size {args.render_size}, "
           f"encoder libx264 medium crf 18 yuv420p, best of {args.repeat}")
 
     rows = [("CLIP", "SIZE", "FRAMES", "DECODE+ENCODE FPS", "COLORIZE FPS", "RATIO", "TARGET")]
