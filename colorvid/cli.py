@@ -249,11 +249,13 @@ def join(parts, output, source, overwrite, keep_parts):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--size", type=click.IntRange(min=64), default=224, show_default=True,
               help="Crop size in pixels (a multiple of 32).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              show_default=True)
 @click.option("--video-step", type=click.IntRange(min=1), default=10, show_default=True,
               help="Use every k-th frame of video files.")
 @click.option("--loss", type=click.Choice(["huber", "mse"]), default="huber", show_default=True,
-              help="Regression loss on ab: huber is more vivid, mse scores higher PSNR and is more cautious with color.")
+              help="Regression loss on ab: huber is more vivid, mse scores higher PSNR "
+                   "and is more cautious with color.")
 @click.option("--balance", is_flag=True,
               help="Sample each DATA folder in proportion to the square root of its size, so a small folder "
                    "(your own footage) is not drowned by a big one.")
