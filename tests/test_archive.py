@@ -154,6 +154,7 @@ def test_sigkill_midway_then_resume(tmp_path, tinted_model, run):
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, run, monkeypatch):
+    own_handler = signal.getsignal(signal.SIGTERM)
     source = tmp_path / "film.mp4"
     make_clip(source, frames=24, audio_tracks=0)
     out = tmp_path / "out.mp4"
@@ -166,7 +167,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, run, monkeypatch):
     assert not out.exists() and temporary_files(tmp_path) == []
     assert (tmp_path / ".out.mp4.colorvid-work" / "state.json").exists()
     assert json.loads(report.read_text())["status"] == "interrupted"
-    assert signal.getsignal(signal.SIGTERM) is not None  # the test process's own handler is back
+    assert signal.getsignal(signal.SIGTERM) == own_handler  # the test process's own handler is back
 
 
 # --- parallel segments ----------------------------------------------------------
