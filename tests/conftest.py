@@ -1,5 +1,5 @@
-"""Fixtures shared by the test modules: small model files and the in-process CLI runner.
-Helper functions are in media.py."""
+"""Fixtures shared by the test modules: small model files, the in-process CLI runner,
+and the ``gpu`` marker's skip. Helper functions are in media.py."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 
 sys.path.insert(0, os.path.dirname(__file__))  # `from media import ...` in any test module
 from media import TINT_AB  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
 
 # --- model files -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from media import (
     audio_packets,
+    decoded_planes,
     make_audio_only,
     make_clip,
     mean_chroma_offset,
@@ -265,3 +266,22 @@ def test_common_source_codecs_are_colorized(tmp_path, tinted_model, run, codec, 
     assert len(read_video_pts(out)) == len(pts)
     assert mean_chroma_offset(out) > 10.0
 
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["--no-half", "--half"], ids=["fp32", "fp16"])
+def test_cuda_colors_as_the_cpu_does_keeping_luma_and_timing(tmp_path, tinted_model, run, precision):
+    source = tmp_path / "film.mkv"
+    pts = make_clip(source, width=96, height=64, frames=12, vfr=True, color=False, audio_tracks=1)
+    common = ["colorize", source, "--model", tinted_model, "--codec", "ffv1", "--batch-size", "5"]
+    on_cuda, on_cpu = tmp_path / "cuda.mkv", tmp_path / "cpu.mkv"
+    status, err = run([*common, "-o", on_cuda, "--device", "cuda", precision])
+    assert status == 0, err
+    assert mean_chroma_offset(on_cuda) > 10.0  # visibly colored
+    assert y_psnr(source, on_cuda) == math.inf  # a lossless output: the input's luma, bit for bit
+    assert read_video_pts(on_cuda) == pts
+    assert audio_packets(on_cuda) == audio_packets(source)
+
+    status, err = run([*common, "-o", on_cpu, "--device", "cpu"])
+    assert status == 0, err
+    chroma_difference = [np.abs(a[1:] - b[1:]).mean() for a, b in zip(decoded_planes(on_cuda), decoded_planes(on_cpu))]
+    assert len(chroma_difference) == len(pts) and max(chroma_difference) < 1.0  # the CPU's colors, within rounding
