@@ -99,7 +99,7 @@ def test_lossless_ffv1_keeps_luma_exactly(tmp_path, tinted_model, run):
 def test_still_image(tmp_path, tinted_model, run):
     gray = (np.linspace(0, 255, 64 * 48).reshape(48, 64)).astype(np.uint8)
     Image.fromarray(np.stack([gray] * 3, -1)).save(tmp_path / "photo.jpg")
-    status, err = run(["colorize", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "photo.png"), "--model", tinted_model])
+    status, err = run(["colorize", tmp_path / "photo.jpg", "-o", tmp_path / "photo.png", "--model", tinted_model])
     assert status == 0, err
     out = np.asarray(Image.open(tmp_path / "photo.png").convert("RGB")).astype(int)
     assert out.shape == (48, 64, 3)
