@@ -1,6 +1,79 @@
-"""Shared test setup: ``from media import ...`` works from any test module."""
+"""Fixtures shared by the test modules: small model files, the in-process CLI runner,
+and the ``gpu`` marker's skip. Helper functions are in media.py."""
+
+from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(__file__))
+import pytest
+import torch
+
+from colorvid import cli
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
+
+sys.path.insert(0, os.path.dirname(__file__))  # `from media import ...` in any test module
+from media import TINT_AB  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+# --- model files -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random-initialised colorizer file (fp16, about 6 MB): its colors change with the picture."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "random.safetensors"
+    save_model(Colorizer(ModelConfig()), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tinted_model(tmp_path_factory) -> Path:
+    """A colorizer file whose regression head outputs TINT_AB everywhere, so colors are predictable."""
+    torch.manual_seed(0)
+    model = Colorizer(ModelConfig())
+    with torch.no_grad():
+        model.regress.weight.zero_()
+        model.regress.bias.copy_(torch.tensor(TINT_AB) / 110.0)
+    path = tmp_path_factory.mktemp("model") / "tinted.safetensors"
+    save_model(model, path)
+    return path
+
+
+# --- the command line ------------------------------------------------------------
+
+
+class CliRunner:
+    """Runs ``colorvid ARGS`` in-process as the console script does."""
+
+    def __init__(self, capsys, monkeypatch):
+        self._capsys = capsys
+        self._monkeypatch = monkeypatch
+        self.out = ""  # what the last run printed to stdout
+
+    def __call__(self, args) -> tuple[int, str]:
+        """(exit status, what went to stderr); ``args`` may hold paths and numbers."""
+        self._monkeypatch.setattr(sys, "argv", ["colorvid", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        captured = self._capsys.readouterr()
+        self.out = captured.out
+        return exit_info.value.code, captured.err
+
+
+@pytest.fixture
+def run(capsys, monkeypatch) -> CliRunner:
+    """``status, err = run(["colorize", ...])``; ``run.out`` is the run's stdout."""
+    monkeypatch.delenv("COLORVID_DEBUG", raising=False)  # errors as users see them, not tracebacks
+    return CliRunner(capsys, monkeypatch)

@@ -1,18 +1,23 @@
-"""Small synthetic clips made with PyAV, and helpers to inspect media files.
+"""Helpers shared by the test modules: synthetic clips and images made with PyAV
+and Pillow, and what a user would look at in the files colorvid writes.
 
-Every test builds its own clips into ``tmp_path``: nothing here reads files
+Every test builds its own media into ``tmp_path``: nothing here reads files
 from outside the test. Times are exact ``Fraction`` seconds (pts x time_base)
 so clips written with different time bases compare equal.
+
+The fixtures (model files, the CLI runner) are in conftest.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from fractions import Fraction
 
 import av
 import numpy as np
+from PIL import Image
 
 LANGUAGES = ("eng", "fra", "deu", "spa")
 AUDIO_RATE = 48000
@@ -41,6 +46,7 @@ Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 """
 SUBTITLE_TEXTS = ("Hello", "World")
+TINT_AB = (30.0, 25.0)  # the ab the ``tinted_model`` fixture predicts everywhere: a warm orange
 FONT_BYTES = b"\x00\x01\x00\x00 not really a font"
 
 
@@ -217,6 +223,17 @@ def make_damaged_clip(
                 out.mux(packet)
 
 
+def make_images(folder, count: int = 24, size: int = 80):
+    """A new folder of ``count`` noisy one-color PNG pictures, each of another color; returns it."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = rng.integers(0, 256, 3)
+        img = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"img{i:03d}.png")
+    return folder
+
+
 def truncate(path, keep: float = 0.5) -> None:
     """Cut a file to the first ``keep`` fraction of its bytes."""
     size = os.path.getsize(path)
@@ -225,6 +242,45 @@ def truncate(path, keep: float = 0.5) -> None:
 
 
 # --- inspection -------------------------------------------------------------
+
+
+def temporary_files(folder) -> list[str]:
+    """Names in ``folder`` of unfinished writes: colorvid's temporary files, old naming or new."""
+    return sorted(name for name in os.listdir(folder) if ".colorvid-tmp" in name)
+
+
+def leftovers(folder) -> list[str]:
+    """What no finished or failed run leaves in ``folder``: temporary files, work folders, parts."""
+    return sorted(name for name in os.listdir(folder)
+                  if ".colorvid-tmp" in name or ".colorvid-work" in name or ".part" in name)
+
+
+def decoded_planes(path) -> list[np.ndarray]:
+    """Every frame's Y'CbCr 4:4:4 planes, (3, H, W) int arrays."""
+    with av.open(os.fspath(path)) as container:
+        return [f.reformat(format="yuv444p").to_ndarray().astype(int) for f in container.decode(video=0)]
+
+
+def luma_planes(path) -> list[np.ndarray]:
+    """Every frame's Y' plane as floats."""
+    with av.open(os.fspath(path)) as container:
+        return [f.reformat(format="gray").to_ndarray().astype(np.float64) for f in container.decode(video=0)]
+
+
+def y_psnr(a, b) -> float:
+    """PSNR (dB) of two clips' luma, over all their frames; inf when identical."""
+    mse = np.mean([np.mean((x - y) ** 2) for x, y in zip(luma_planes(a), luma_planes(b))])
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def mean_chroma_offset(path) -> float:
+    """Mean distance of Cb/Cr from neutral over the whole clip (0 for gray)."""
+    with av.open(os.fspath(path)) as container:
+        offsets = []
+        for frame in container.decode(video=0):
+            yuv = frame.reformat(format="yuv444p").to_ndarray().astype(np.float64)
+            offsets.append(np.hypot(yuv[1] - 128, yuv[2] - 128).mean())
+    return float(np.mean(offsets))
 
 
 def read_video_pts(path) -> list[Fraction]:

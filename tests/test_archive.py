@@ -19,46 +19,31 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-import torch
 from media import (
-    audio_packets, make_clip, make_damaged_clip, read_video_pts, subtitle_texts, synthetic_rgb, truncate,
+    audio_packets,
+    decoded_planes,
+    leftovers,
+    make_clip,
+    make_damaged_clip,
+    mean_chroma_offset,
+    read_video_pts,
+    subtitle_texts,
+    synthetic_rgb,
+    temporary_files,
+    truncate,
 )
-from test_colorize import mean_chroma_offset, no_stray_files, run, tinted_model  # noqa: F401 (fixture)
 
 from colorvid.colorizer import FrameColorizer
-from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.smoothing import memory_frames
 
 CHUNK = ["--chunk-seconds", "0.25"]  # 6 frames at 24 fps: several chunks in a 1-2 s clip
 SMALL = ["--render-size", "64"]  # the network's input size: what costs time
 
 
-@pytest.fixture(scope="module")
-def varied_model(tmp_path_factory):
-    """A random-initialised colorizer: its colors change with the picture, so smoothing has work to do."""
-    torch.manual_seed(1)
-    model = Colorizer(ModelConfig())
-    path = tmp_path_factory.mktemp("model") / "varied.safetensors"
-    save_model(model, path)
-    return str(path)
-
-
-def decoded_planes(path) -> list[np.ndarray]:
-    """Every frame's Y'CbCr 4:4:4 planes, (3, H, W) int arrays."""
-    with av.open(os.fspath(path)) as container:
-        return [f.reformat(format="yuv444p").to_ndarray().astype(int) for f in container.decode(video=0)]
-
-
 def max_difference(a, b) -> int:
     first, second = decoded_planes(a), decoded_planes(b)
     assert len(first) == len(second)
     return max(int(np.abs(x - y).max()) for x, y in zip(first, second))
-
-
-def leftovers(folder) -> list[str]:
-    """Temporary files and work folders a run should not leave behind."""
-    return [name for name in os.listdir(folder) if "colorvid-tmp" in name or "colorvid-work" in name
-            or ".part" in name]
 
 
 def stop_on_call(monkeypatch, call: int, action, counter: dict | None = None):
@@ -88,44 +73,44 @@ def raise_interrupt():
 # smoothing 0.5 remembers 8 frames, fewer than are done when the run stops; 0.8 remembers 25,
 # more than there are before the resumed frames (so every one of them is redone)
 @pytest.mark.parametrize("smooth", ["0.5", "0.8"])
-def test_interrupted_run_resumes_to_the_same_film(tmp_path, varied_model, capsys, monkeypatch, smooth):
+def test_interrupted_run_resumes_to_the_same_film(tmp_path, tiny_model, run, monkeypatch, smooth):
     source = tmp_path / "film.mkv"
     make_clip(source, frames=36, color=False, audio_tracks=1, subtitles=True)
-    args = ["--model", varied_model, "--smooth", smooth, "--codec", "ffv1", "--batch-size", "4", *CHUNK, *SMALL]
+    args = ["--model", tiny_model, "--smooth", smooth, "--codec", "ffv1", "--batch-size", "4", *CHUNK, *SMALL]
     whole = tmp_path / "whole.mkv"
-    assert run(["colorize", str(source), "-o", str(whole), *args], capsys)[0] == 0
+    assert run(["colorize", str(source), "-o", str(whole), *args])[0] == 0
 
     out = tmp_path / "out.mkv"
     stop_on_call(monkeypatch, 6, raise_interrupt)  # after 20 frames colorized, up to 3 chunks encoded
-    status, err = run(["colorize", str(source), "-o", str(out), *args], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), *args])
     assert status == 130 and "interrupted" in err
     work = tmp_path / ".out.mkv.colorvid-work"
     chunks = [c["frames"] for c in json.loads((work / "state.json").read_text())["chunks"]]
     assert chunks in ([6], [6, 6], [6, 6, 6])  # (the encoder thread may lag behind)
-    assert not out.exists() and no_stray_files(tmp_path)
-    assert not [p for p in os.listdir(work) if "colorvid-tmp" in p]
+    assert not out.exists() and temporary_files(tmp_path) == []
+    assert temporary_files(work) == []
 
     # without --resume the work is not thrown away
-    status, err = run(["colorize", str(source), "-o", str(out), *args], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), *args])
     assert status == 1 and "--resume" in err
     # nor continued with other settings
-    status, err = run(["colorize", str(source), "-o", str(out), *args, "--smooth", "0.7", "--resume"], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), *args, "--smooth", "0.7", "--resume"])
     assert status == 1 and "smooth" in err
 
     counter = stop_on_call(monkeypatch, 0, raise_interrupt)
-    status, err = run(["colorize", str(source), "-o", str(out), *args, "--resume"], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), *args, "--resume"])
     assert status == 0, err
     # the frames left, plus those before them (as many as the smoother remembers) that put it in the same state
     done = sum(chunks)
     assert counter["frames"] == 36 - done + min(done, memory_frames("model", float(smooth)))
-    assert not work.exists() and no_stray_files(tmp_path)
+    assert not work.exists() and temporary_files(tmp_path) == []
     assert read_video_pts(out) == read_video_pts(source)
     assert audio_packets(out) == audio_packets(source)
     assert subtitle_texts(out) == subtitle_texts(source)
     assert max_difference(out, whole) <= 1  # lossless: only what the smoother has all but forgotten differs
 
 
-def test_sigkill_midway_then_resume(tmp_path, tinted_model, capsys):
+def test_sigkill_midway_then_resume(tmp_path, tinted_model, run):
     source = tmp_path / "film.mp4"
     make_clip(source, frames=30, audio_tracks=1)
     out = tmp_path / "out.mp4"
@@ -161,14 +146,15 @@ def test_sigkill_midway_then_resume(tmp_path, tinted_model, capsys):
     assert not out.exists()
     assert json.loads((work / "state.json").read_text())["chunks"]
 
-    status, err = run([*args, "--resume"], capsys)
+    status, err = run([*args, "--resume"])
     assert status == 0, err
-    assert not work.exists() and no_stray_files(tmp_path)
+    assert not work.exists() and temporary_files(tmp_path) == []
     assert read_video_pts(out) == read_video_pts(source)
     assert audio_packets(out) == audio_packets(source)
 
 
-def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, capsys, monkeypatch):
+def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, run, monkeypatch):
+    own_handler = signal.getsignal(signal.SIGTERM)
     source = tmp_path / "film.mp4"
     make_clip(source, frames=24, audio_tracks=0)
     out = tmp_path / "out.mp4"
@@ -176,36 +162,36 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, capsys, monkeypatch):
     report = tmp_path / "report.jsonl"
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--batch-size", "4", *CHUNK, *SMALL,
             "--report", str(report)]
-    status, err = run(args, capsys)
+    status, err = run(args)
     assert status == 143 and "terminated" in err
-    assert not out.exists() and no_stray_files(tmp_path)
+    assert not out.exists() and temporary_files(tmp_path) == []
     assert (tmp_path / ".out.mp4.colorvid-work" / "state.json").exists()
     assert json.loads(report.read_text())["status"] == "interrupted"
-    assert signal.getsignal(signal.SIGTERM) is not None  # the test process's own handler is back
+    assert signal.getsignal(signal.SIGTERM) == own_handler  # the test process's own handler is back
 
 
 # --- parallel segments ----------------------------------------------------------
 
 
-def test_segments_joined_make_the_whole_film(tmp_path, varied_model, capsys):
+def test_segments_joined_make_the_whole_film(tmp_path, tiny_model, run):
     source = tmp_path / "film.mp4"
     make_clip(source, frames=30, vfr=True, color=False, audio_tracks=2, subtitles=True)
-    args = ["--model", varied_model, "--temporal", "flow", "--codec", "ffv1", *CHUNK, *SMALL]
+    args = ["--model", tiny_model, "--temporal", "flow", "--codec", "ffv1", *CHUNK, *SMALL]
     whole = tmp_path / "whole.mkv"
-    assert run(["colorize", str(source), "-o", str(whole), *args], capsys)[0] == 0
+    assert run(["colorize", str(source), "-o", str(whole), *args])[0] == 0
 
     out = tmp_path / "out.mkv"
     for index in (3, 1, 2):  # any order, as a job array runs them
-        status, err = run(["colorize", str(source), "-o", str(out), "--segment", f"{index}/3", *args], capsys)
+        status, err = run(["colorize", str(source), "-o", str(out), "--segment", f"{index}/3", *args])
         assert status == 0, err
     parts = sorted(tmp_path.glob("out.mkv.part*of3"))
     frames = [sum(c["frames"] for c in json.loads((p / "state.json").read_text())["chunks"]) for p in parts]
     assert len(frames) == 3 and sum(frames) == 30 and min(frames) > 0
     assert not out.exists()
 
-    status, err = run(["join", *map(str, parts[:2]), "-o", str(out)], capsys)
+    status, err = run(["join", *map(str, parts[:2]), "-o", str(out)])
     assert status == 1 and "missing" in err
-    status, err = run(["join", *map(str, parts), "-o", str(out)], capsys)
+    status, err = run(["join", *map(str, parts), "-o", str(out)])
     assert status == 0, err
     assert read_video_pts(out) == read_video_pts(whole)  # (Matroska starts the video after the AAC priming)
     assert audio_packets(out) == audio_packets(whole)
@@ -216,17 +202,17 @@ def test_segments_joined_make_the_whole_film(tmp_path, varied_model, capsys):
     assert not list(tmp_path.glob("out.mkv.part*"))  # joined parts are removed
 
 
-def test_time_ranges_join_and_must_not_overlap(tmp_path, tinted_model, capsys):
+def test_time_ranges_join_and_must_not_overlap(tmp_path, tinted_model, run):
     source = tmp_path / "film.mp4"
     pts = make_clip(source, frames=24, audio_tracks=1)
     out = tmp_path / "out.mp4"
     common = ["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL]
     for text in ("0-0.5", "0.5-", "0.4-"):
-        assert run([*common, "--range", text], capsys)[0] == 0
+        assert run([*common, "--range", text])[0] == 0
     first, second, third = (tmp_path / f"out.mp4.part{label}" for label in ("0-0.5", "0.5-end", "0.4-end"))
-    status, err = run(["join", str(first), str(third), "-o", str(out), "--keep-parts"], capsys)
+    status, err = run(["join", str(first), str(third), "-o", str(out), "--keep-parts"])
     assert status == 1 and "overlaps" in err
-    status, err = run(["join", str(second), str(first), "-o", str(out), "--source", str(source)], capsys)
+    status, err = run(["join", str(second), str(first), "-o", str(out), "--source", str(source)])
     assert status == 0, err
     assert read_video_pts(out) == pts
     assert audio_packets(out) == audio_packets(source)
@@ -235,7 +221,7 @@ def test_time_ranges_join_and_must_not_overlap(tmp_path, tinted_model, capsys):
 # --- batch report --------------------------------------------------------------
 
 
-def test_report_has_a_line_per_file_and_reruns_are_safe(tmp_path, tinted_model, capsys):
+def test_report_has_a_line_per_file_and_reruns_are_safe(tmp_path, tinted_model, run):
     films = tmp_path / "films"
     films.mkdir()
     make_clip(films / "a.mp4", frames=4, audio_tracks=0)
@@ -243,8 +229,8 @@ def test_report_has_a_line_per_file_and_reruns_are_safe(tmp_path, tinted_model, 
     out, report = tmp_path / "colored", tmp_path / "report.jsonl"
     args = ["colorize", str(films), "-o", str(out), "--model", tinted_model, *SMALL, "--report", str(report),
             "--skip-existing", "--resume"]
-    assert run(args, capsys)[0] == 1
-    assert run(args, capsys)[0] == 1  # the broken file still fails
+    assert run(args)[0] == 1
+    assert run(args)[0] == 1  # the broken file still fails
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert [(os.path.basename(e["input"]), e["status"]) for e in lines] == [
         ("a.mp4", "ok"), ("broken.mp4", "failed"), ("a.mp4", "skipped"), ("broken.mp4", "failed")]
@@ -252,32 +238,32 @@ def test_report_has_a_line_per_file_and_reruns_are_safe(tmp_path, tinted_model, 
     assert "broken.mp4" in lines[1]["error"]
     assert set(lines[0]) == {"input", "output", "status", "frames", "seconds", "error"}
     os.remove(films / "broken.mp4")
-    assert run(args, capsys)[0] == 0
+    assert run(args)[0] == 0
 
 
 # --- hostile input ---------------------------------------------------------------
 
 
-def test_damaged_packets_are_skipped_keeping_the_other_frames_timing(tmp_path, tinted_model, capsys):
+def test_damaged_packets_are_skipped_keeping_the_other_frames_timing(tmp_path, tinted_model, run):
     source = tmp_path / "damaged.mkv"
     make_damaged_clip(source, frames=16, damaged=(5, 6, 11))
     out = tmp_path / "out.mkv"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *CHUNK, *SMALL], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *CHUNK, *SMALL])
     assert status == 0, err
     decodable = [Fraction(round(Fraction(i * 1000, 24)), 1000) for i in range(16) if i not in (5, 6, 11)]
     assert read_video_pts(out) == decodable
     assert "damaged video packet at 0.208 s" in err  # frame 5 = 5/24 s
 
 
-def test_truncated_transport_stream_keeps_what_decodes(tmp_path, tinted_model, capsys):
+def test_truncated_transport_stream_keeps_what_decodes(tmp_path, tinted_model, run):
     source = tmp_path / "cut.ts"
     make_clip(source, frames=36, audio_tracks=1, title=None)
     truncate(source, keep=0.6)
     out = tmp_path / "out.mkv"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, *CHUNK], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, *CHUNK])
     assert status == 0, err
     assert 0 < len(read_video_pts(out)) < 36
-    assert no_stray_files(tmp_path) and not leftovers(tmp_path)
+    assert leftovers(tmp_path) == []
 
 
 def make_interlaced(path, frames: int = 8) -> None:
@@ -304,27 +290,27 @@ def combing(path) -> float:
     return float(np.mean(values))
 
 
-def test_deinterlace_keeps_every_frame_and_marks_output_progressive(tmp_path, tinted_model, capsys):
+def test_deinterlace_keeps_every_frame_and_marks_output_progressive(tmp_path, tinted_model, run):
     source = tmp_path / "interlaced.mp4"
     make_interlaced(source)
     with av.open(str(source)) as container:
         assert next(container.decode(video=0)).interlaced_frame
     plain, clean = tmp_path / "plain.mkv", tmp_path / "clean.mkv"
-    status, err = run(["colorize", str(source), "-o", str(plain), "--model", tinted_model, *SMALL], capsys)
+    status, err = run(["colorize", str(source), "-o", str(plain), "--model", tinted_model, *SMALL])
     assert status == 0 and "--deinterlace" in err
     args = ["colorize", str(source), "-o", str(clean), "--model", tinted_model, *SMALL, "--deinterlace"]
-    assert run(args, capsys)[0] == 0
+    assert run(args)[0] == 0
     assert read_video_pts(clean) == read_video_pts(source)
     assert combing(clean) < 0.5 * combing(plain)
     with av.open(str(clean)) as container:
         assert container.streams.video[0].codec_context.field_order == 1  # AV_FIELD_PROGRESSIVE
 
 
-def test_ten_bit_input_gives_ten_bit_output(tmp_path, tinted_model, capsys):
+def test_ten_bit_input_gives_ten_bit_output(tmp_path, tinted_model, run):
     source = tmp_path / "deep.mkv"
     make_clip(source, frames=6, color=False, audio_tracks=0, pix_fmt="yuv420p10le")
     out = tmp_path / "out.mkv"
-    assert run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL], capsys)[0] == 0
+    assert run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL])[0] == 0
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))
     assert frame.format.name == "yuv420p10le"
@@ -345,23 +331,23 @@ def ten_bit_planes(frame) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("size,frames", [((16, 16), 3), ((64, 48), 1)], ids=["16x16", "one-frame"])
-def test_tiny_and_single_frame_videos(tmp_path, tinted_model, capsys, size, frames):
+def test_tiny_and_single_frame_videos(tmp_path, tinted_model, run, size, frames):
     source = tmp_path / "in.mp4"
     pts = make_clip(source, width=size[0], height=size[1], frames=frames, audio_tracks=1)
     out = tmp_path / "out.mp4"
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, "--smooth", "0.5"]
-    status, err = run(args, capsys)
+    status, err = run(args)
     assert status == 0, err
     assert read_video_pts(out) == pts
     assert mean_chroma_offset(out) > 10
 
 
-def test_4k_frame(tmp_path, tinted_model, capsys):
+def test_4k_frame(tmp_path, tinted_model, run):
     source = tmp_path / "uhd.mkv"
     make_clip(source, width=3840, height=2160, frames=1, audio_tracks=0, codec="ffv1")
     out = tmp_path / "out.mp4"
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL, "--preset", "ultrafast"]
-    status, err = run(args, capsys)
+    status, err = run(args)
     assert status == 0, err
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))
@@ -380,24 +366,24 @@ def make_raw_h264(path, frames: int) -> None:
         out.mux(stream.encode())
 
 
-def test_raw_h264_without_duration_colorizes_and_splits(tmp_path, tinted_model, capsys):
+def test_raw_h264_without_duration_colorizes_and_splits(tmp_path, tinted_model, run):
     source = tmp_path / "raw.h264"
     make_raw_h264(source, frames=20)
     with av.open(str(source)) as container:
         assert not container.duration and not container.streams.video[0].frames
     common = ["colorize", str(source), "--model", tinted_model, *CHUNK, *SMALL]
     whole = tmp_path / "whole.mp4"
-    status, err = run([*common, "-o", str(whole)], capsys)
+    status, err = run([*common, "-o", str(whole)])
     assert status == 0, err
     assert len(read_video_pts(whole)) == 20
     out = tmp_path / "out.mp4"
     for index in (1, 2):  # no index to seek in: the second part decodes from the start
-        assert run([*common, "-o", str(out), "--segment", f"{index}/2"], capsys)[0] == 0
-    assert run(["join", *map(str, sorted(tmp_path.glob("out.mp4.part*"))), "-o", str(out)], capsys)[0] == 0
+        assert run([*common, "-o", str(out), "--segment", f"{index}/2"])[0] == 0
+    assert run(["join", *map(str, sorted(tmp_path.glob("out.mp4.part*"))), "-o", str(out)])[0] == 0
     assert read_video_pts(out) == read_video_pts(whole)
 
 
-def test_paths_with_spaces_and_non_ascii(tmp_path, tinted_model, capsys, monkeypatch):
+def test_paths_with_spaces_and_non_ascii(tmp_path, tinted_model, run, monkeypatch):
     folder = tmp_path / "Archiv — Filme ü"
     folder.mkdir()
     source = folder / "Ça tourne 映画.mp4"
@@ -405,15 +391,15 @@ def test_paths_with_spaces_and_non_ascii(tmp_path, tinted_model, capsys, monkeyp
     out = folder / "farbig é 色.mp4"
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--batch-size", "4", *CHUNK, *SMALL]
     stop_on_call(monkeypatch, 3, raise_interrupt)
-    assert run(args, capsys)[0] == 130
+    assert run(args)[0] == 130
     stop_on_call(monkeypatch, 0, raise_interrupt)
-    status, err = run([*args, "--resume"], capsys)
+    status, err = run([*args, "--resume"])
     assert status == 0, err
     assert read_video_pts(out) == pts
     assert sorted(os.listdir(folder)) == sorted([source.name, out.name])
 
 
-def test_unwritable_output_folder_fails_cleanly(tmp_path, tinted_model, capsys, monkeypatch):
+def test_unwritable_output_folder_fails_cleanly(tmp_path, tinted_model, run, monkeypatch):
     source = tmp_path / "film.mp4"
     make_clip(source, frames=4, audio_tracks=0)
     target_dir = tmp_path / "out"
@@ -427,14 +413,14 @@ def test_unwritable_output_folder_fails_cleanly(tmp_path, tinted_model, capsys, 
 
     monkeypatch.setattr(os, "open", refuse)
     args = ["colorize", str(source), "-o", str(target_dir / "out.mp4"), "--model", tinted_model, *SMALL]
-    status, err = run(args, capsys)
+    status, err = run(args)
     assert status == 1 and "not writable" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert os.listdir(target_dir) == []
 
 
 @pytest.mark.parametrize("where", ["chunk", "final"])
-def test_disk_full_midway_leaves_nothing_behind(tmp_path, tinted_model, capsys, monkeypatch, where):
+def test_disk_full_midway_leaves_nothing_behind(tmp_path, tinted_model, run, monkeypatch, where):
     from colorvid import chunks
     from colorvid.io import VideoWriter
 
@@ -456,7 +442,7 @@ def test_disk_full_midway_leaves_nothing_behind(tmp_path, tinted_model, capsys, 
     else:
         monkeypatch.setattr(VideoWriter, "_mux", full_after_some(VideoWriter._mux))
     out = tmp_path / "out.mp4"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *CHUNK, *SMALL], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *CHUNK, *SMALL])
     assert status == 1 and "disk full" in err and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["film.mp4"]
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
@@ -499,11 +485,11 @@ def video_streams(path) -> list[tuple[str, int, bool]]:
 
 
 @pytest.mark.parametrize("ext,kept", [(".mp4", 3), (".webm", 1)])
-def test_second_angle_and_cover_art_are_copied_where_possible(tmp_path, tinted_model, capsys, ext, kept):
+def test_second_angle_and_cover_art_are_copied_where_possible(tmp_path, tinted_model, run, ext, kept):
     source = tmp_path / "multi.mp4"
     make_multi_angle(source)
     out = tmp_path / f"out{ext}"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL])
     assert status == 0, err
     streams = video_streams(out)
     assert len(streams) == kept

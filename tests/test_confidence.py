@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from test_colorize import run
-from test_train import _images
+from media import make_images
 
 from colorvid.confidence_training import GAINS, best_gain, load_base, train_confidence, validate
 from colorvid.errors import ColorizeError
@@ -80,7 +79,7 @@ def _classifying_model(path) -> None:
 
 
 def test_confidence_training_learns_the_hue_agreement_picks_a_gain_and_resumes(tmp_path):
-    data = _images(tmp_path / "data", count=48)
+    data = make_images(tmp_path / "data", count=48)
     start = tmp_path / "start.safetensors"
     _classifying_model(start)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=2, size=64, init=str(start),
@@ -108,19 +107,17 @@ def test_confidence_training_learns_the_hue_agreement_picks_a_gain_and_resumes(t
     assert [h["epoch"] for h in history] == [1, 2] and history[1]["step"] == 2 * history[0]["step"]
 
 
-def test_confidence_training_needs_a_model_with_a_classification_head(tmp_path):
-    plain = tmp_path / "plain.safetensors"
-    save_model(Colorizer(ModelConfig()), plain)
+def test_confidence_training_needs_a_model_with_a_classification_head(tiny_model):
     with pytest.raises(ColorizeError, match="classification head"):
-        load_base(plain)
+        load_base(tiny_model)
 
 
-def test_train_confidence_without_a_model_is_a_usage_error(tmp_path, capsys):
-    data = _images(tmp_path / "data", count=2)
-    status, err = run(["train", str(data), "-o", str(tmp_path / "run"), "--confidence"], capsys)
+def test_train_confidence_without_a_model_is_a_usage_error(tmp_path, run):
+    data = make_images(tmp_path / "data", count=2)
+    status, err = run(["train", str(data), "-o", str(tmp_path / "run"), "--confidence"])
     assert status == 2 and "--init MODEL" in err
     status, err = run(["train", str(data), "-o", str(tmp_path / "run"), "--confidence", "--previous-frame",
-                       "--init", "colorvid-base"], capsys)
+                       "--init", "colorvid-base"])
     assert status == 2 and "one after the other" in err
     assert list_sources((data,))  # the data was fine: only the options were refused
 

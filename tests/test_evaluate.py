@@ -5,30 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
-from media import make_clip, synthetic_rgb
+from media import make_clip, synthetic_rgb, temporary_files
 from PIL import Image
 
 from colorvid import metrics
-from colorvid.cli import main
 from colorvid.errors import InputError
 from colorvid.evaluate import PSNR_CAP_DB, ClipMeter, evaluate, find_clips, pair_outputs
-from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.pipeline import ColorizeOptions, Job, Pipeline
 
 RENDER = 32  # network input short side: the smallest the model takes, for speed
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "random.safetensors"
-    save_model(Colorizer(ModelConfig()), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +25,6 @@ def clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("clips") / "ref.mp4"
     make_clip(path, frames=6, audio_tracks=0)
     return path
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run `colorvid ARGS` in-process; return (exit status, stdout, stderr)."""
-    monkeypatch.delenv("COLORVID_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["colorvid", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def image(rgb) -> torch.Tensor:
@@ -190,11 +169,11 @@ def test_find_clips_and_pair_outputs_by_name(tmp_path):
 # --- evaluate --------------------------------------------------------------------------
 
 
-def test_evaluate_command_json(monkeypatch, capsys, clip, model_file):
-    status, out, err = run_cli(monkeypatch, capsys, "-q", "evaluate", clip, "--model", model_file,
-                               "--render-size", RENDER, "--batch-size", 4, "--json")
+def test_evaluate_command_json(run, clip, tiny_model):
+    status, err = run(["-q", "evaluate", clip, "--model", tiny_model, "--render-size", RENDER, "--batch-size", 4,
+                       "--json"])
     assert status == 0, err
-    report = json.loads(out)
+    report = json.loads(run.out)
     assert set(report) == {"settings", "clips", "mean"}
     (result,) = report["clips"]
     assert result["frames"] == 6 and result["ssim_frames"] == 6
@@ -207,28 +186,40 @@ def test_evaluate_command_json(monkeypatch, capsys, clip, model_file):
     assert result["truth"]["colorfulness"] > 30  # the synthetic clip is very colourful
     assert result["output"]["luma_psnr"] >= 40  # the colorizer keeps luma
     assert 0 <= result["output"]["ssim"] <= 1 and result["output"]["psnr"] > 5
-    assert result["output"]["cdc"] >= 0 and result["gray"]["cdc"] >= 0
     assert report["mean"]["output"] == result["output"]
     assert report["settings"]["render_size"] == RENDER
 
 
-def test_evaluate_with_flow_smoothing(monkeypatch, capsys, clip, model_file):
-    status, out, err = run_cli(monkeypatch, capsys, "-q", "evaluate", clip, "--model", model_file,
-                               "--render-size", RENDER, "--batch-size", 4, "--temporal", "flow", "--json")
+def test_cdc_shows_a_colorization_that_flickers(tmp_path):
+    refs, steady, flickering = tmp_path / "refs", tmp_path / "steady", tmp_path / "flickering"
+    write_frames(refs / "shot", 8)
+    write_frames(steady / "shot", 8)
+    write_frames(flickering / "shot", 8)
+    for path in sorted((flickering / "shot").iterdir())[1::2]:  # every other frame: red and blue swapped
+        rgb = np.asarray(Image.open(path))
+        Image.fromarray(np.ascontiguousarray(rgb[..., ::-1])).save(path)
+    (calm,) = evaluate([refs], steady).clips
+    (flicker,) = evaluate([refs], flickering).clips
+    assert calm.output.cdc == pytest.approx(calm.truth.cdc)  # the same frames as the reference
+    assert flicker.output.cdc > 10 * flicker.truth.cdc
+
+
+def test_evaluate_with_flow_smoothing(run, clip, tiny_model):
+    status, err = run(["-q", "evaluate", clip, "--model", tiny_model, "--render-size", RENDER, "--batch-size", 4,
+                       "--temporal", "flow", "--json"])
     assert status == 0, err
-    report = json.loads(out)
+    report = json.loads(run.out)
     assert (report["settings"]["temporal"], report["settings"]["smooth"]) == ("flow", 0.7)
     assert report["clips"][0]["frames"] == 6 and report["clips"][0]["output"]["luma_psnr"] >= 40
 
 
-def test_evaluate_table_and_frame_folders(monkeypatch, capsys, tmp_path, clip, model_file):
+def test_evaluate_table_and_frame_folders(run, tmp_path, clip, tiny_model):
     refs = tmp_path / "refs"
     write_frames(refs / "shot", 3)
     refs.joinpath("clip.mp4").symlink_to(clip)
-    status, out, err = run_cli(monkeypatch, capsys, "-q", "evaluate", refs, "--model", model_file,
-                               "--render-size", RENDER, "--max-frames", 4)
+    status, err = run(["-q", "evaluate", refs, "--model", tiny_model, "--render-size", RENDER, "--max-frames", 4])
     assert status == 0, err
-    lines = out.splitlines()
+    lines = run.out.splitlines()
     assert lines[0].split()[:4] == ["CLIP", "FRAMES", "SOURCE", "PSNR"]
     assert lines[1].split()[:3] == [str(refs / "clip.mp4"), "4", "colorized"]
     assert lines[4].split()[:3] == [str(refs / "shot"), "3", "colorized"]
@@ -236,10 +227,10 @@ def test_evaluate_table_and_frame_folders(monkeypatch, capsys, tmp_path, clip, m
     assert lines[8].split()[0] == "gray" and lines[9].split()[0] == "reference"
 
 
-def test_evaluate_existing_outputs(tmp_path, clip, model_file, caplog):
+def test_evaluate_existing_outputs(tmp_path, clip, tiny_model, caplog):
     outs = tmp_path / "outs"
     outs.mkdir()
-    options = ColorizeOptions(model=str(model_file), render_size=RENDER, codec="ffv1")
+    options = ColorizeOptions(model=str(tiny_model), render_size=RENDER, codec="ffv1")
     result = Pipeline(options).run_one(Job(clip, outs / "ref.mkv"))
     assert result.status == "ok", result.error
 
@@ -260,15 +251,15 @@ def test_evaluate_existing_outputs(tmp_path, clip, model_file, caplog):
     assert "has more frames than" in caplog.text
 
 
-def test_evaluate_errors_are_one_line(monkeypatch, capsys, tmp_path, clip):
+def test_evaluate_errors_are_one_line(run, tmp_path, clip):
     (tmp_path / "empty").mkdir()
-    status, _, err = run_cli(monkeypatch, capsys, "evaluate", clip, "--colorized", tmp_path / "empty")
+    status, err = run(["evaluate", clip, "--colorized", tmp_path / "empty"])
     assert status == 1
     expected = f"{tmp_path / 'empty'}: no output named ref.* (or frame folder ref/) for {clip}"
     assert err.strip() == f"colorvid: error: {expected}"
     small = tmp_path / "small.mp4"
     make_clip(small, width=32, height=24, frames=2, audio_tracks=0)
-    status, _, err = run_cli(monkeypatch, capsys, "evaluate", clip, "--colorized", small)
+    status, err = run(["evaluate", clip, "--colorized", small])
     assert status == 1 and "is 32x24, its reference" in err and len(err.strip().splitlines()) == 1
 
 
@@ -281,16 +272,15 @@ def best_match(tile, width, height, candidates):
     return candidates[int(np.argmin(errors))]
 
 
-def test_preview_sheet_has_the_rows_and_frames(monkeypatch, capsys, tmp_path, model_file):
+def test_preview_sheet_has_the_rows_and_frames(run, tmp_path, tiny_model):
     source, sheet = tmp_path / "in.mp4", tmp_path / "sheet.png"
     make_clip(source, frames=24, audio_tracks=1)  # 1 s at 24 fps
-    status, _, err = run_cli(monkeypatch, capsys, "preview", source, "-o", sheet, "--truth", "--model", model_file,
-                             "--render-size", RENDER)
+    status, err = run(["preview", source, "-o", sheet, "--truth", "--model", tiny_model, "--render-size", RENDER])
     assert status == 0, err
     pixels = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
     gap = 4
     assert pixels.shape == (3 * 48 + 4 * gap, 6 * 64 + 7 * gap, 3)
-    assert not list(tmp_path.glob(".*colorvid-tmp*"))
+    assert temporary_files(tmp_path) == []
 
     def tile(row, column):
         top, left = gap + row * (48 + gap), gap + column * (64 + gap)
@@ -305,18 +295,18 @@ def test_preview_sheet_has_the_rows_and_frames(monkeypatch, capsys, tmp_path, mo
         luma = truth @ np.array([0.299, 0.587, 0.114])
         assert np.abs(gray[..., 0] - luma).mean() < 3
 
-    status, _, err = run_cli(monkeypatch, capsys, "preview", source, "-o", sheet, "--model", model_file)
+    status, err = run(["preview", source, "-o", sheet, "--model", tiny_model])
     assert status == 1 and err.strip() == f"colorvid: error: {sheet}: already exists (use --overwrite)"
 
 
-def test_preview_scales_down_and_falls_back_to_reading_from_the_start(tmp_path, model_file, monkeypatch):
+def test_preview_scales_down_and_falls_back_to_reading_from_the_start(tmp_path, tiny_model, monkeypatch):
     from colorvid import preview
     from colorvid.errors import SeekError
 
     source = tmp_path / "in.mkv"
     make_clip(source, frames=12, audio_tracks=0)
     options = preview.PreviewOptions(frames=4, max_width=100, overwrite=True,
-                                     colorize=ColorizeOptions(model=str(model_file), render_size=RENDER))
+                                     colorize=ColorizeOptions(model=str(tiny_model), render_size=RENDER))
     sheet = preview.make_preview(source, tmp_path / "a.png", options)
     tile_w, tile_h = preview.tile_size(64, 48, 4, 100)
     assert (tile_w, tile_h) == (20, 15)  # (100 - 5 gaps) / 4 columns, keeping 4:3

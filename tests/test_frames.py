@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
 import av
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 from media import SUBTITLE_TEXTS, audio_packets, make_clip, read_video_pts, stream_summary, subtitle_texts
 from PIL import Image
 
-from colorvid.cli import main
 from colorvid.errors import InputError, OutputError
 from colorvid.frames import MANIFEST_NAME, _ImageEncoder, extract_frames, read_manifest, stitch_frames
 from colorvid.io import EncodeOptions
@@ -176,22 +174,13 @@ def test_stitch_honours_encode_options(tmp_path):
 # --- command line ---------------------------------------------------------------
 
 
-def run_cli(monkeypatch, capsys, *args):
-    """Run `colorvid ARGS` in-process; return (exit status, stderr lines)."""
-    monkeypatch.delenv("COLORVID_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["colorvid", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
-
-
-def test_cli_extract_then_stitch(tmp_path, monkeypatch, capsys):
+def test_cli_extract_then_stitch(tmp_path, run):
     source, frames, target = tmp_path / "in.mp4", tmp_path / "frames", tmp_path / "out.mp4"
     times = make_clip(source, vfr=True, frames=8)
-    status, _ = run_cli(monkeypatch, capsys, "frames", "extract", source, frames, "--format", "png")
-    assert status == 0
-    status, _ = run_cli(monkeypatch, capsys, "frames", "stitch", frames, "-o", target, "--preset", "ultrafast")
-    assert status == 0
+    status, err = run(["frames", "extract", source, frames, "--format", "png"])
+    assert status == 0, err
+    status, err = run(["frames", "stitch", frames, "-o", target, "--preset", "ultrafast"])
+    assert status == 0, err
     assert read_video_pts(target) == times
     assert audio_packets(target) == audio_packets(source)
 
@@ -205,11 +194,12 @@ def test_cli_extract_then_stitch(tmp_path, monkeypatch, capsys):
         (["frames", "stitch", "{tmp}/frames", "-o", "{tmp}/out.mp4", "--preset", "warp"], "out.mp4"),
     ],
 )
-def test_cli_errors_are_one_line_naming_the_file(tmp_path, monkeypatch, capsys, args, named):
+def test_cli_errors_are_one_line_naming_the_file(tmp_path, run, args, named):
     source = tmp_path / "in.mp4"
     make_clip(source, frames=2, audio_tracks=0)
     extract_frames(source, tmp_path / "frames")
-    status, lines = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
+    status, err = run([a.format(tmp=tmp_path) for a in args])
+    lines = err.strip().splitlines()
     assert status == 1
     assert len(lines) == 1 and lines[0].startswith("colorvid: error: ") and named in lines[0]
     assert not (tmp_path / "out.mp4").exists()
@@ -223,6 +213,6 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path, monkeypatch, capsys, 
         ["frames", "extract", "in.mp4"],
     ],
 )
-def test_cli_usage_errors_exit_2(tmp_path, monkeypatch, capsys, args):
-    status, _ = run_cli(monkeypatch, capsys, *args)
+def test_cli_usage_errors_exit_2(run, args):
+    status, _ = run(args)
     assert status == 2

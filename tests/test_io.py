@@ -21,6 +21,7 @@ from media import (
     read_video_pts,
     stream_summary,
     subtitle_texts,
+    temporary_files,
     truncate,
 )
 
@@ -41,10 +42,6 @@ def transcode(source, target, options=EncodeOptions(), passthrough=True):
 
 def relative(times):
     return [t - times[0] for t in times]
-
-
-def leftovers(folder):
-    return [name for name in os.listdir(folder) if "colorvid-tmp" in name]
 
 
 # --- probe --------------------------------------------------------------------
@@ -163,7 +160,7 @@ def test_round_trip_keeps_frames_timing_audio_and_metadata(tmp_path):
     video = summary["streams"][0]
     assert (video["type"], video["width"], video["height"], video["language"]) == ("video", 64, 48, "eng")
     assert video["colorspace"] == 6 and video["color_range"] == 1  # tagged: bt601, limited range
-    assert leftovers(tmp_path) == []
+    assert temporary_files(tmp_path) == []
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mkv"])
@@ -349,7 +346,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     assert target.read_bytes() == b"keep me"
     transcode(source, target, EncodeOptions(overwrite=True))
     assert len(read_video_pts(target)) == 12
-    assert leftovers(tmp_path) == []
+    assert temporary_files(tmp_path) == []
 
 
 def test_output_equal_to_input_is_refused(tmp_path, monkeypatch):

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from media import make_clip, read_video_pts
+from media import TINT_AB, make_clip, mean_chroma_offset, read_video_pts, y_psnr
 from PIL import Image
-from test_colorize import TINT_AB, mean_chroma_offset, run, y_psnr
 
 from colorvid.models import load_model
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, follow_previous, save_model
@@ -144,7 +143,7 @@ def test_runs_come_from_consecutive_frames_of_one_sequence(tmp_path):
     assert random_runs(train, 4, 64, np.random.default_rng(0)).shape == (SEQUENCE_LENGTH, 4, 3, 64, 64)
 
 
-def test_training_the_head_leaves_the_colorizer_alone_and_colorize_uses_it(tmp_path, capsys):
+def test_training_the_head_leaves_the_colorizer_alone_and_colorize_uses_it(tmp_path, run):
     data = _sequence_folder(tmp_path / "data")
     base = tmp_path / "base.safetensors"
     torch.manual_seed(0)
@@ -165,13 +164,13 @@ def test_training_the_head_leaves_the_colorizer_alone_and_colorize_uses_it(tmp_p
     source = tmp_path / "film.mkv"
     pts = make_clip(source, width=96, height=64, frames=10, color=False, audio_tracks=0)
     out = tmp_path / "film-color.mkv"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", str(best), "--render-size", "64"], capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", str(best), "--render-size", "64"])
     assert status == 0, err
     assert read_video_pts(out) == pts
     assert y_psnr(source, out) >= 45.0
 
 
-def test_the_head_colors_a_film_and_keeps_its_timing(tmp_path, head_model_file, capsys, monkeypatch):
+def test_the_head_colors_a_film_and_keeps_its_timing(tmp_path, head_model_file, run, monkeypatch):
     calls = []
     original = ModelSmoother.__call__
 
@@ -183,8 +182,7 @@ def test_the_head_colors_a_film_and_keeps_its_timing(tmp_path, head_model_file, 
     source = tmp_path / "film.mkv"
     pts = make_clip(source, width=96, height=64, frames=12, vfr=True, color=False, audio_tracks=0)
     out = tmp_path / "film-color.mkv"
-    status, err = run(["colorize", str(source), "-o", str(out), "--model", head_model_file, "--batch-size", "5"],
-                      capsys)
+    status, err = run(["colorize", str(source), "-o", str(out), "--model", head_model_file, "--batch-size", "5"])
     assert status == 0, err
     assert calls == [(0.9, 5, True), (0.9, 5, True), (0.9, 2, True)]  # the default for a model with a head
     assert mean_chroma_offset(out) > 10.0
@@ -192,11 +190,9 @@ def test_the_head_colors_a_film_and_keeps_its_timing(tmp_path, head_model_file, 
     assert read_video_pts(out) == pts
 
 
-def test_temporal_model_without_a_head_fails_in_one_line(tmp_path, capsys):
-    base = tmp_path / "plain.safetensors"
-    save_model(Colorizer(ModelConfig()), base)
+def test_temporal_model_without_a_head_fails_in_one_line(tmp_path, tiny_model, run):
     source = tmp_path / "film.mkv"
     make_clip(source, frames=3, color=False, audio_tracks=0)
-    status, err = run(["colorize", str(source), "-o", str(tmp_path / "o.mkv"), "--model", str(base),
-                       "--temporal", "model"], capsys)
+    status, err = run(["colorize", str(source), "-o", str(tmp_path / "o.mkv"), "--model", str(tiny_model),
+                       "--temporal", "model"])
     assert status == 1 and "previous-frame head" in err and len(err.strip().splitlines()) == 1

@@ -8,25 +8,15 @@ import logging
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from media import make_images
 
 from colorvid.models import load_model
 from colorvid.models.effnet_unet import Colorizer, ModelConfig
 from colorvid.train import TrainOptions, _group_key, gamut_bins, imagenet_encoder_state, train
 
 
-def _images(folder, count=24, size=80):
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        base = rng.integers(0, 256, 3)
-        img = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"img{i:03d}.png")
-    return folder
-
-
 def test_training_writes_a_usable_model_and_resumes(tmp_path):
-    data = _images(tmp_path / "data")
+    data = make_images(tmp_path / "data")
     out = tmp_path / "run"
     options = TrainOptions(data=(data,), out_dir=out, epochs=1, batch_size=4, size=64, init="none",
                            val_fraction=0.5, checkpoint_minutes=60)
@@ -48,7 +38,7 @@ def test_training_writes_a_usable_model_and_resumes(tmp_path):
 def test_fine_tuning_starts_from_an_existing_model(tmp_path):
     from colorvid.models.effnet_unet import save_model
 
-    data = _images(tmp_path / "data")
+    data = make_images(tmp_path / "data")
     start = tmp_path / "start.safetensors"
     torch.manual_seed(1)
     save_model(Colorizer(ModelConfig(ab_bins=len(gamut_bins()), readout="annealed-mean"), gamut_bins()), start)
@@ -85,7 +75,7 @@ def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_pa
     assert probabilities.sum() == pytest.approx(1.0)
     assert probabilities[:100].sum() / probabilities[100:].sum() == pytest.approx(10 / 2)
 
-    big, small = _images(tmp_path / "big", count=24), _images(tmp_path / "small", count=6)
+    big, small = make_images(tmp_path / "big", count=24), make_images(tmp_path / "small", count=6)
     options = TrainOptions(data=(big, small), out_dir=tmp_path / "run", size=64, val_fraction=0.5, balance=True)
     train_images, _, weights = load_dataset(options)
     assert len(weights) == len(train_images)
@@ -122,7 +112,7 @@ def test_white_balance_takes_the_cast_out_of_the_target_and_training_runs_with_i
     assert regression_target(warm_wall, white_balance=False)[0, :, 0, 0].tolist() == pytest.approx([3.0, 9.0])
     assert regression_target(warm_wall, white_balance=False).shape == (1, 2, 16, 16)
 
-    data = _images(tmp_path / "data", count=24)
+    data = make_images(tmp_path / "data", count=24)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init="none",
                            val_fraction=0.5, white_balance=True)
     assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())

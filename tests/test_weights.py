@@ -1,8 +1,8 @@
 """Weights registry, fetch, cache and verification.
 
 Hub downloads go through huggingface_hub's real code against FakeHub, a small
-HTTP server on 127.0.0.1 that answers the Hub's resolve API. The model is a
-random-initialised Colorizer saved with save_model; nothing depends on the
+HTTP server on 127.0.0.1 that answers the Hub's resolve API. The model is the
+``tiny_model`` fixture (a random-initialised Colorizer); nothing depends on the
 shipped weights.
 """
 
@@ -13,8 +13,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,21 +35,8 @@ HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="session")
-def model_file(tmp_path_factory) -> Path:
-    """A random-initialised colorvid model in fp16 (about 6 MB)."""
-    import torch
-
-    from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "random.safetensors"
-    save_model(Colorizer(ModelConfig()), path, half=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def model_sha(model_file) -> str:
-    return hashlib.sha256(model_file.read_bytes()).hexdigest()
+def model_sha(tiny_model) -> str:
+    return hashlib.sha256(tiny_model.read_bytes()).hexdigest()
 
 
 class FakeHub:
@@ -155,14 +140,14 @@ def write_registry(folder: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch, model_file, model_sha) -> model_registry.Registry:
+def registry(tmp_path, monkeypatch, tiny_model, model_sha) -> model_registry.Registry:
     """A registry with a hub model 'hubby' (default) and a package model 'packed', set as COLORVID_WEIGHTS_TOML."""
     from colorvid.models.effnet_unet import ARCHITECTURE
 
     folder = tmp_path / "pkg"
     (folder / "weights").mkdir(parents=True)
-    shutil.copyfile(model_file, folder / "weights" / "packed.safetensors")
-    size = model_file.stat().st_size
+    shutil.copyfile(tiny_model, folder / "weights" / "packed.safetensors")
+    size = tiny_model.stat().st_size
     path = write_registry(folder, f"""
 default = "hubby"
 
@@ -262,14 +247,14 @@ def test_missing_registry_file(tmp_path):
         model_registry.load_registry(tmp_path / "nope.toml")
 
 
-def test_register_writes_an_entry_that_verifies(tmp_path, model_file, model_sha):
+def test_register_writes_an_entry_that_verifies(tmp_path, tiny_model, model_sha):
     folder = tmp_path / "pkg"
     registry_file = write_registry(folder, model_registry.PACKAGE_REGISTRY.read_text(encoding="utf-8"))
     link = tmp_path / "weights.toml"
     link.symlink_to(registry_file)  # like the repository's top level: written through, kept a link
     (folder / "weights").mkdir()
     target = folder / "weights" / "base.safetensors"
-    shutil.copyfile(model_file, target)
+    shutil.copyfile(tiny_model, target)
 
     argv = ["register", str(target), "base", "--license", "MIT", "--description", 'trained "base" model',
             "--default", "--registry", str(link)]
@@ -277,13 +262,13 @@ def test_register_writes_an_entry_that_verifies(tmp_path, model_file, model_sha)
     assert link.is_symlink()
     registry = model_registry.load_registry(link)
     entry = registry.models["base"]
-    assert (entry.sha256, entry.size, entry.package_file) == (model_sha, model_file.stat().st_size,
+    assert (entry.sha256, entry.size, entry.package_file) == (model_sha, tiny_model.stat().st_size,
                                                               "weights/base.safetensors")
     assert entry.description == 'trained "base" model' and registry.default == "base"
     assert weights.resolve("base", registry) == target
 
     assert model_registry.main(argv) == 1  # already listed
-    hub_argv = ["register", str(model_file), "remote", "--license", "MIT", "--description", "on the hub",
+    hub_argv = ["register", str(tiny_model), "remote", "--license", "MIT", "--description", "on the hub",
                 "--registry", str(link), "--hf-repo", HUB_REPO, "--hf-revision", HUB_REVISION]
     assert model_registry.main(hub_argv) == 0
     remote = model_registry.load_registry(link).models["remote"]
@@ -291,9 +276,9 @@ def test_register_writes_an_entry_that_verifies(tmp_path, model_file, model_sha)
     assert model_registry.load_registry(link).default == "base"
 
 
-def test_register_refuses_a_package_file_outside_weights(tmp_path, model_file, capsys):
+def test_register_refuses_a_package_file_outside_weights(tmp_path, tiny_model, capsys):
     registry_file = write_registry(tmp_path / "pkg", "[models]\n")
-    code = model_registry.main(["register", str(model_file), "x", "--license", "MIT", "--description", "d",
+    code = model_registry.main(["register", str(tiny_model), "x", "--license", "MIT", "--description", "d",
                          "--registry", str(registry_file)])
     assert code == 1
     assert "must be at" in capsys.readouterr().err
@@ -303,8 +288,8 @@ def test_register_refuses_a_package_file_outside_weights(tmp_path, model_file, c
 # --- resolve: paths and package files -----------------------------------------------------
 
 
-def test_resolve_uses_an_existing_file_path(registry, model_file, tmp_path):
-    assert weights.resolve(str(model_file), registry) == model_file
+def test_resolve_uses_an_existing_file_path(registry, tiny_model, tmp_path):
+    assert weights.resolve(str(tiny_model), registry) == tiny_model
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a model")
     with pytest.raises(WeightsError, match=re.escape(str(junk))):
@@ -358,11 +343,11 @@ def test_open_model_turns_a_bad_file_into_weights_error(tmp_path, registry):
 # --- hub models ---------------------------------------------------------------------------
 
 
-def test_fetch_downloads_verifies_and_then_uses_the_cache(hub, registry, model_file, model_sha, tmp_path):
+def test_fetch_downloads_verifies_and_then_uses_the_cache(hub, registry, tiny_model, model_sha, tmp_path):
     from colorvid.models import load_model
     from colorvid.models.effnet_unet import Colorizer
 
-    hub.add(model_file.read_bytes())
+    hub.add(tiny_model.read_bytes())
     path = weights.fetch("hubby", registry)
     cache = tmp_path / "hf" / "hub"
     assert path.is_relative_to(cache) and model_registry.sha256_file(path) == model_sha
@@ -377,8 +362,8 @@ def test_fetch_downloads_verifies_and_then_uses_the_cache(hub, registry, model_f
     assert rows["hubby"].installed and rows["hubby"].default and rows["hubby"].location == str(path)
 
 
-def test_fetch_honours_cache_dir(hub, registry, model_file, tmp_path):
-    hub.add(model_file.read_bytes())
+def test_fetch_honours_cache_dir(hub, registry, tiny_model, tmp_path):
+    hub.add(tiny_model.read_bytes())
     other = tmp_path / "elsewhere"
     path = weights.fetch("hubby", registry, cache_dir=other)
     assert path.is_relative_to(other)
@@ -387,8 +372,8 @@ def test_fetch_honours_cache_dir(hub, registry, model_file, tmp_path):
         weights.resolve("hubby", registry)  # not in $HF_HUB_CACHE
 
 
-def test_corrupted_download_is_refused_and_removed(hub, registry, model_file, model_sha, tmp_path):
-    data = bytearray(model_file.read_bytes())
+def test_corrupted_download_is_refused_and_removed(hub, registry, tiny_model, model_sha, tmp_path):
+    data = bytearray(tiny_model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size: only the sha256 can tell
     hub.add(bytes(data), sha256=model_sha)
     with pytest.raises(WeightsError) as info:
@@ -403,8 +388,8 @@ def test_corrupted_download_is_refused_and_removed(hub, registry, model_file, mo
         weights.resolve("hubby", registry)
 
 
-def test_damaged_cache_file_is_downloaded_again(hub, registry, model_file, model_sha):
-    hub.add(model_file.read_bytes())
+def test_damaged_cache_file_is_downloaded_again(hub, registry, tiny_model, model_sha):
+    hub.add(tiny_model.read_bytes())
     path = weights.fetch("hubby", registry)
     blob = path.resolve()
     blob.chmod(0o644)
@@ -417,8 +402,8 @@ def test_damaged_cache_file_is_downloaded_again(hub, registry, model_file, model
     assert hub.count("GET") == 2 and model_registry.sha256_file(path) == model_sha
 
 
-def test_hub_size_mismatch_is_refused_before_downloading(hub, registry, model_file):
-    hub.add(model_file.read_bytes() + b"\0")
+def test_hub_size_mismatch_is_refused_before_downloading(hub, registry, tiny_model):
+    hub.add(tiny_model.read_bytes() + b"\0")
     with pytest.raises(WeightsError, match="bytes, expected"):
         weights.fetch("hubby", registry)
     assert hub.count("GET") == 0
@@ -450,8 +435,8 @@ def test_offline_and_not_cached(hub, registry, monkeypatch):
     assert hub.requests == []
 
 
-def test_offline_uses_the_cache(hub, registry, model_file, monkeypatch):
-    hub.add(model_file.read_bytes())
+def test_offline_uses_the_cache(hub, registry, tiny_model, monkeypatch):
+    hub.add(tiny_model.read_bytes())
     path = weights.fetch("hubby", registry)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     seen = len(hub.requests)
@@ -460,8 +445,8 @@ def test_offline_uses_the_cache(hub, registry, model_file, monkeypatch):
     assert len(hub.requests) == seen
 
 
-def test_resolve_never_downloads(hub, registry, model_file):
-    hub.add(model_file.read_bytes())
+def test_resolve_never_downloads(hub, registry, tiny_model):
+    hub.add(tiny_model.read_bytes())
     with pytest.raises(WeightsError) as info:
         weights.resolve("hubby", registry)
     assert str(info.value) == "model 'hubby' is not downloaded; run: colorvid fetch-weights hubby"
@@ -475,34 +460,29 @@ def test_resolve_never_downloads(hub, registry, model_file):
 # --- command line ----------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "colorvid", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
-
-
-def test_cli_weights_lists_models(hub, registry):
-    result = run_cli("weights")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_cli_weights_lists_models(hub, registry, run):
+    status, err = run(["weights"])
+    assert status == 0, err
+    lines = run.out.splitlines()
     assert lines[0].split() == ["NAME", "SIZE", "LICENSE", "INSTALLED", "DEFAULT", "DESCRIPTION"]
     size_mb = f"{registry.models['hubby'].size / 1e6:.1f}"
     assert lines[1].split() == ["hubby", size_mb, "MB", "MIT", "no", "*", "random", "weights", "on", "the", "hub"]
     assert lines[2].split()[:5] == ["packed", size_mb, "MB", "Apache-2.0", "yes"]
 
 
-def test_cli_fetch_weights(hub, registry, model_file):
-    hub.add(model_file.read_bytes())
-    result = run_cli("fetch-weights", "hubby")
-    assert result.returncode == 0, result.stderr
-    path = Path(result.stdout.strip())
+def test_cli_fetch_weights(hub, registry, tiny_model, run):
+    hub.add(tiny_model.read_bytes())
+    status, err = run(["fetch-weights", "hubby"])
+    assert status == 0, err
+    path = Path(run.out.strip())
     assert path.is_file() and model_registry.sha256_file(path) == registry.models["hubby"].sha256
-    assert run_cli("weights").stdout.splitlines()[1].split()[4] == "yes"
+    run(["weights"])
+    assert run.out.splitlines()[1].split()[4] == "yes"
 
-    result = run_cli("fetch-weights")  # the default model, now cached
-    assert (result.returncode, result.stdout.strip()) == (0, str(path))
+    status, err = run(["fetch-weights"])  # the default model, now cached
+    assert (status, run.out.strip()) == (0, str(path)), err
 
-    result = run_cli("fetch-weights", "nope", "packed")
-    assert result.returncode == 1
-    assert result.stdout.strip() == str(registry.models["packed"].package_path)
-    assert result.stderr.strip() == "colorvid: error: unknown model 'nope' (known: hubby, packed)"
+    status, err = run(["fetch-weights", "nope", "packed"])
+    assert status == 1
+    assert run.out.strip() == str(registry.models["packed"].package_path)
+    assert err.strip() == "colorvid: error: unknown model 'nope' (known: hubby, packed)"
