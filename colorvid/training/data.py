@@ -1,7 +1,8 @@
 """Training data: finding images and videos, loading them, the train/validation split, and batches.
 
 Everything is held in memory as uint8 RGB arrays whose short side is at least
-the crop size. The split is by sequence (:func:`group_key`), so frames of one shot never land
+the crop size. Video files are decoded with :class:`colorvid.io.VideoReader`.
+The split is by sequence (:func:`group_key`), so frames of one shot never land
 on both sides.
 
 The colorizer and confidence trainers draw random crops of single images
@@ -24,13 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorvid.errors import ColorizeError
+from colorvid.errors import ColorizeError, InputError
+from colorvid.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReader
 from colorvid.training.options import TrainOptions
 
 log = logging.getLogger("colorvid.train")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".m4v", ".flv"}
 
 SEQUENCE_LENGTH = 3  # frames per run
 CUT_FRACTION = 0.05  # synthetic runs whose last frame is another picture: a missed scene cut
@@ -93,21 +92,17 @@ def load_image(path: Path, min_side: int) -> np.ndarray | None:
 def video_frames(path: Path, min_side: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
     """(index, RGB) of the frames of a video file whose index is ``wanted``, upscaled to at least
     ``min_side``. A file that cannot be read is logged and skipped; frames before the failure count."""
-    import av
-
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for index, frame in enumerate(container.decode(stream)):
+        with VideoReader(path) as reader:
+            for index, frame in enumerate(reader):
                 if not wanted(index):
                     continue
                 scale = max(1.0, min_side / min(frame.height, frame.width))
                 if scale > 1:
                     frame = frame.reformat(width=round(frame.width * scale), height=round(frame.height * scale))
                 yield index, frame.to_ndarray(format="rgb24")
-    except (av.FFmpegError, IndexError) as exc:
-        log.warning("%s: skipped (%s)", path, exc)
+    except InputError as exc:
+        log.warning("%s; skipped", exc)
 
 
 def load_dataset(options: TrainOptions) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
