@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from colorvid import atomic
 from colorvid.errors import ColorizeError
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.training.options import TrainOptions
@@ -93,9 +94,8 @@ class TrainingLoop:
             checkpoint = {key: trainee.trained.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                           "best_score": best_score, "history": history, **trainee.state,
                           "options": {k: str(v) for k, v in options.__dict__.items()}}
-            temp = self.checkpoint_path.with_suffix(".tmp")
-            torch.save(checkpoint, temp)
-            os.replace(temp, self.checkpoint_path)
+            with atomic.atomic_path(self.checkpoint_path) as temp:
+                torch.save(checkpoint, temp)
 
         def train_step(step: int) -> float:
             scale = 0.5 * (1 + math.cos(math.pi * step / total_steps))
@@ -118,11 +118,10 @@ class TrainingLoop:
             if score > best_score:
                 best_score = score
                 rounded = json.dumps({k: round(v, 4) for k, v in metrics.items()})
-                temp = self.best_path.with_suffix(".tmp")
-                save_model(trainee.model, temp, half=True, metadata={"metrics": rounded, **trainee.metadata})
-                os.replace(temp, self.best_path)
+                with atomic.atomic_path(self.best_path) as temp:
+                    save_model(trainee.model, temp, half=True, metadata={"metrics": rounded, **trainee.metadata})
             save_checkpoint(step)
-            self.history_path.write_text(json.dumps(history, indent=1))
+            atomic.write_text(self.history_path, json.dumps(history, indent=1))
 
         run_epochs(options, step, trainee.steps_per_epoch, train_step, end_epoch, save_checkpoint, progress)
         return self.best_path
