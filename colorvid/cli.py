@@ -285,7 +285,8 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
     After fine-tuning a model that has a confidence head, retrain that head (--confidence) and then the
     previous-frame head, in that order: each learns from the model beneath it.
     """
-    from colorvid import train as training
+    from colorvid.training import TrainOptions, train_confidence, train_previous_frame
+    from colorvid.training import train as train_colorizer
 
     if size % 32:
         raise click.BadParameter("must be a multiple of 32", param_hint="--size")
@@ -299,22 +300,18 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
         from colorvid.weights import resolve
 
         init = str(resolve(init, load_registry()))
-    options = training.TrainOptions(
+    options = TrainOptions(
         data=tuple(data), out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
         init=init, val_fraction=val_fraction, video_step=video_step, loss=loss, balance=balance,
         white_balance=white_balance,
     )
     show_progress = not ctx.obj["quiet"] and sys.stderr.isatty()
     if previous_frame:
-        from colorvid.temporal_training import train_previous_frame
-
         best = train_previous_frame(options, beta=beta, progress=show_progress)
     elif confidence:
-        from colorvid.confidence_training import train_confidence
-
         best = train_confidence(options, progress=show_progress)
     else:
-        best = training.train(options, progress=show_progress)
+        best = train_colorizer(options, progress=show_progress)
     click.echo(str(best))
 
 

@@ -8,11 +8,13 @@ import pytest
 import torch
 from media import make_images
 
-from colorvid.confidence_training import GAINS, best_gain, load_base, train_confidence, validate
 from colorvid.errors import ColorizeError
 from colorvid.models import load_model
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, hue_agreement, save_model
-from colorvid.train import TrainOptions, center_crops, gamut_bins, list_sources, rebalance_weights
+from colorvid.training import TrainOptions, train_confidence
+from colorvid.training.colorizer import gamut_bins, rebalance_weights
+from colorvid.training.confidence import GAINS, best_gain, load_base, validate
+from colorvid.training.data import center_crops, list_sources
 
 
 def _posterior_logits(probabilities: list[float]) -> torch.Tensor:
@@ -86,7 +88,7 @@ def test_confidence_training_learns_the_hue_agreement_picks_a_gain_and_resumes(t
                            val_fraction=0.5, lr=0.1)
 
     # the untrained head: how far it is from the classification head's agreement on the validation crops
-    from colorvid.train import load_dataset
+    from colorvid.training.data import load_dataset
 
     train_images, val_images, _ = load_dataset(options)
     fresh = load_base(start).eval()

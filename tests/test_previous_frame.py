@@ -13,8 +13,8 @@ from PIL import Image
 from colorvid.models import load_model
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, follow_previous, save_model
 from colorvid.smoothing import ModelSmoother, temporal_settings
-from colorvid.temporal_training import SEQUENCE_LENGTH, load_runs, random_runs, synthetic_run, train_previous_frame
-from colorvid.train import TrainOptions
+from colorvid.training import TrainOptions, train_previous_frame
+from colorvid.training.data import SEQUENCE_LENGTH, load_runs, random_runs, synthetic_run
 
 
 def _head_model(gate_bias: float = 4.0) -> Colorizer:

@@ -12,7 +12,9 @@ from media import make_images
 
 from colorvid.models import load_model
 from colorvid.models.effnet_unet import Colorizer, ModelConfig
-from colorvid.train import TrainOptions, _group_key, gamut_bins, imagenet_encoder_state, train
+from colorvid.training import TrainOptions, train
+from colorvid.training.colorizer import gamut_bins, imagenet_encoder_state
+from colorvid.training.data import group_key
 
 
 def test_training_writes_a_usable_model_and_resumes(tmp_path):
@@ -48,8 +50,8 @@ def test_fine_tuning_starts_from_an_existing_model(tmp_path):
 
 
 def test_video_sequences_are_never_split_between_train_and_validation():
-    assert _group_key(__import__("pathlib").Path("vid-moviepy-fire2-000123.jpg")) == "vid-moviepy-fire2"
-    assert _group_key(__import__("pathlib").Path("imagenet-00012.jpg")).endswith("imagenet-00012.jpg")
+    assert group_key(__import__("pathlib").Path("vid-moviepy-fire2-000123.jpg")) == "vid-moviepy-fire2"
+    assert group_key(__import__("pathlib").Path("imagenet-00012.jpg")).endswith("imagenet-00012.jpg")
 
 
 def test_ab_bins_cover_the_srgb_gamut():
@@ -69,7 +71,7 @@ def test_imagenet_weights_fill_the_whole_encoder():
 
 
 def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_path):
-    from colorvid.train import balanced_probabilities, load_dataset, random_batch
+    from colorvid.training.data import balanced_probabilities, load_dataset, random_batch
 
     probabilities = balanced_probabilities([0] * 100 + [1] * 4)
     assert probabilities.sum() == pytest.approx(1.0)
@@ -85,7 +87,7 @@ def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_pa
 
 def test_neutral_cast_finds_a_tint_on_gray_surfaces_and_leaves_coloured_scenes_alone():
     from colorvid.color import lab_to_rgb, rgb_to_lab
-    from colorvid.train import MAX_CAST, neutral_cast
+    from colorvid.training.colorizer import MAX_CAST, neutral_cast
 
     lightness = torch.linspace(40, 95, 64).expand(1, 1, 64, 64)
     tinted_white = torch.cat((lightness, torch.full((1, 1, 64, 64), 2.0), torch.full((1, 1, 64, 64), 7.0)), 1)
@@ -104,7 +106,7 @@ def test_neutral_cast_finds_a_tint_on_gray_surfaces_and_leaves_coloured_scenes_a
 
 
 def test_white_balance_takes_the_cast_out_of_the_target_and_training_runs_with_it(tmp_path):
-    from colorvid.train import regression_target
+    from colorvid.training.colorizer import regression_target
 
     lightness = torch.full((1, 1, 64, 64), 80.0)
     warm_wall = torch.cat((lightness, torch.full((1, 1, 64, 64), 3.0), torch.full((1, 1, 64, 64), 9.0)), 1)
@@ -119,7 +121,7 @@ def test_white_balance_takes_the_cast_out_of_the_target_and_training_runs_with_i
 
 
 def test_training_without_a_progress_bar_logs_its_progress(tmp_path, caplog):
-    from colorvid.train import run_epochs
+    from colorvid.training.loop import run_epochs
 
     options = TrainOptions(data=(tmp_path,), out_dir=tmp_path, epochs=2)
     epochs_ended = []

@@ -29,16 +29,10 @@ import torch.nn.functional as F
 from colorvid.color import rgb_to_lab
 from colorvid.errors import ColorizeError
 from colorvid.models.effnet_unet import Colorizer, hue_agreement, read_model_file
-from colorvid.train import (
-    TrainOptions,
-    add_scores,
-    center_crops,
-    load_dataset,
-    random_batch,
-    rebalance_weights,
-    start_run,
-    train_head,
-)
+from colorvid.training.colorizer import add_scores, rebalance_weights
+from colorvid.training.data import center_crops, load_dataset, random_batch
+from colorvid.training.loop import Trainee, TrainingLoop, head_param_groups, with_fresh_head
+from colorvid.training.options import TrainOptions
 
 log = logging.getLogger("colorvid.train")
 
@@ -51,11 +45,7 @@ def load_base(path: str | os.PathLike) -> Colorizer:
     config, state, _ = read_model_file(path)
     if not config.ab_bins or "ab_centers" not in state:
         raise ColorizeError(f"{path}: the confidence head learns from a classification head, and this model has none")
-    model = Colorizer(replace(config, readout="regression", confidence_head=True))
-    missing, _ = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
-    if any(not k.startswith("confidence.") and not k.endswith("num_batches_tracked") for k in missing):
-        raise ColorizeError(f"{path}: weights do not match the architecture")
-    return model
+    return with_fresh_head(path, replace(config, readout="regression", confidence_head=True), state, "confidence")
 
 
 def distillation_loss(model: Colorizer, lightness: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
@@ -97,14 +87,13 @@ def train_confidence(options: TrainOptions, progress: bool = True) -> Path:
     """Train the ConfidenceHead of ``options.init`` (a colorvid model); returns the best model file."""
     if options.init in ("imagenet", "none"):
         raise ColorizeError("the confidence head is trained on top of a colorvid model: pass --init MODEL")
-    t0 = start_run(options)
+    loop = TrainingLoop(options)
     model = load_base(options.init)
     train_images, val_images, probabilities = load_dataset(options)
-    log.info("loaded %d training and %d validation images in %.0f s", len(train_images), len(val_images), time.time() - t0)
+    log.info("loaded %d training and %d validation images in %.0f s",
+             len(train_images), len(val_images), time.time() - loop.started)
     val_batch = center_crops(val_images, options.size)
-    class_weights = rebalance_weights(train_images, model.ab_centers)
-
-    state = {"class_weights": class_weights}
+    state = {"class_weights": rebalance_weights(train_images, model.ab_centers)}
 
     def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         lab = rgb_to_lab(random_batch(train_images, options.batch_size, options.size, rng, probabilities))
@@ -117,6 +106,8 @@ def train_confidence(options: TrainOptions, progress: bool = True) -> Path:
         metrics["gain"] = gain
         return metrics, metrics[f"psnr_gain_{gain}"]
 
-    steps_per_epoch = max(1, len(train_images) // options.batch_size)
-    return train_head(options, model, model.confidence, steps_per_epoch, batch_loss, validate_epoch, progress,
-                      state=state, t0=t0)
+    return loop.run(Trainee(
+        model=model, trained=model.confidence, param_groups=head_param_groups(model, model.confidence, options.lr),
+        steps_per_epoch=max(1, len(train_images) // options.batch_size),
+        batch_loss=batch_loss, validate=validate_epoch, state=state, loss_name="train_loss",
+    ), progress)
