@@ -19,9 +19,12 @@ TEMP_MARK = ".colorvid-tmp-"
 
 
 def is_temporary(path: str | os.PathLike) -> bool:
-    """Is this a temporary file of colorvid's (a write that has not finished)?"""
+    """Is this a temporary file of colorvid's (a write that has not finished)?
+
+    Older versions named still images' temporaries ``.NAME.colorvid-tmp.EXT``; those count too.
+    """
     name = Path(path).name
-    return name.startswith(".") and TEMP_MARK in name
+    return name.startswith(".") and TEMP_MARK.rstrip("-") in name
 
 
 def temp_pattern(target: str | os.PathLike) -> str:

@@ -112,11 +112,7 @@ def gray_photo(path) -> None:
 
 @pytest.mark.parametrize(
     "leftover",
-    [
-        ".photo.colorvid-tmp-0123abcd.png",
-        pytest.param(".photo.colorvid-tmp.png", marks=pytest.mark.xfail(
-            strict=True, reason="colorvid.atomic.is_temporary knows only the .NAME.colorvid-tmp-XXXXXXXX.EXT naming")),
-    ],
+    [".photo.colorvid-tmp-0123abcd.png", ".photo.colorvid-tmp.png"],
     ids=["current-naming", "old-naming"],
 )
 def test_folder_run_skips_what_a_killed_run_left(tmp_path, tinted_model, run, leftover):
