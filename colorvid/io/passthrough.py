@@ -37,7 +37,7 @@ Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10
 
 [Events]
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
-"""  # noqa: E501 (the ASS format's own field list, one line per style)
+"""  # noqa: E501 (each ASS Format line lists its fields on one line)
 _MICROSECOND = Fraction(1, 1_000_000)  # AVSubtitle.pts unit
 _MILLISECOND = Fraction(1, 1000)  # AVSubtitle display time unit
 
