@@ -286,7 +286,7 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
     def validate_epoch() -> tuple[dict[str, float], float]:
         metrics = validate(model, val_batch, options.batch_size)
         readout, score = best_readout(metrics)
-        model.config = replace(model.config, readout=readout)
+        model.config = replace(model.config, readout=readout)  # for the file, if this epoch is the best
         return metrics, score
 
     model.train()
