@@ -10,7 +10,7 @@ model ``colorvid train`` writes does.
 After each epoch the read-out's gain (ab = regression * gain * confidence) is
 chosen on the validation images: the gain with the highest PSNR among those
 whose output keeps at least MIN_COLORFULNESS of the truth's colorfulness.
-PSNR alone would pick a duller gain, since a muted colour is never far wrong.
+PSNR alone would pick a duller gain, since a muted color is never far wrong.
 PSNR and colorfulness are logged for every gain tried.
 """
 
