@@ -48,13 +48,13 @@ MAX_CAST = 12.0
 
 
 def neutral_cast(lab: torch.Tensor) -> torch.Tensor:
-    """Each image's colour cast as (B, 2, 1, 1): the mean ab of its light, nearly gray pixels.
+    """Each image's color cast as (B, 2, 1, 1): the mean ab of its light, nearly gray pixels.
 
     Photo collections lean warm (tungsten light, camera white balance), and a
     colorizer learns that lean as a sepia wash over every white wall and
     snowfield. Pixels are weighted by how gray they are; an image without
     enough of them (under 5%) has no measurable cast and gets zero. The cast
-    is capped at MAX_CAST so a truly coloured scene is never pushed far.
+    is capped at MAX_CAST so a truly colored scene is never pushed far.
     """
     ab = lab[:, 1:]
     chroma = ab.norm(dim=1, keepdim=True)
@@ -76,7 +76,7 @@ def regression_target(lab: torch.Tensor, white_balance: bool) -> torch.Tensor:
 
 
 def gamut_bins() -> torch.Tensor:
-    """Centres of the GRID-spaced ab cells that some sRGB colour falls into."""
+    """Centres of the GRID-spaced ab cells that some sRGB color falls into."""
     steps = torch.linspace(0, 1, 48)
     r, g, b = torch.meshgrid(steps, steps, steps, indexing="ij")
     rgb = torch.stack((r, g, b)).reshape(3, -1, 1)
@@ -136,7 +136,7 @@ def regression_loss(predicted_ab: torch.Tensor, target_ab: torch.Tensor, kind: s
 
     Squared error is minimised by the conditional mean, which is what PSNR
     rewards: on an ambiguous surface (a white wall that could be cream) it
-    predicts the average tint, where Huber's median-like optimum picks a colour.
+    predicts the average tint, where Huber's median-like optimum picks a color.
     """
     predicted, target = predicted_ab / 110, target_ab / 110
     if kind == "mse":
@@ -286,7 +286,7 @@ def train(options: TrainOptions, progress: bool = True) -> Path:
     def validate_epoch() -> tuple[dict[str, float], float]:
         metrics = validate(model, val_batch, options.batch_size)
         readout, score = best_readout(metrics)
-        model.config = replace(model.config, readout=readout)
+        model.config = replace(model.config, readout=readout)  # for the file, if this epoch is the best
         return metrics, score
 
     model.train()

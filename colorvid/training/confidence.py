@@ -10,7 +10,7 @@ model ``colorvid train`` writes does.
 After each epoch the read-out's gain (ab = regression * gain * confidence) is
 chosen on the validation images: the gain with the highest PSNR among those
 whose output keeps at least MIN_COLORFULNESS of the truth's colorfulness.
-PSNR alone would pick a duller gain, since a muted colour is never far wrong.
+PSNR alone would pick a duller gain, since a muted color is never far wrong.
 PSNR and colorfulness are logged for every gain tried.
 """
 
@@ -31,7 +31,7 @@ from colorvid.errors import ColorizeError
 from colorvid.models.effnet_unet import Colorizer, hue_agreement, read_model_file
 from colorvid.training.colorizer import add_scores, rebalance_weights
 from colorvid.training.data import center_crops, load_dataset, random_batch
-from colorvid.training.loop import Trainee, TrainingLoop, head_param_groups, with_fresh_head
+from colorvid.training.loop import Trainee, TrainingLoop, head_param_groups, with_head
 from colorvid.training.options import TrainOptions
 
 log = logging.getLogger("colorvid.train")
@@ -45,7 +45,7 @@ def load_base(path: str | os.PathLike) -> Colorizer:
     config, state, _ = read_model_file(path)
     if not config.ab_bins or "ab_centers" not in state:
         raise ColorizeError(f"{path}: the confidence head learns from a classification head, and this model has none")
-    return with_fresh_head(path, replace(config, readout="regression", confidence_head=True), state, "confidence")
+    return with_head(path, replace(config, readout="regression", confidence_head=True), state, "confidence")
 
 
 def distillation_loss(model: Colorizer, lightness: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:

@@ -114,10 +114,10 @@ class TrainingLoop:
             minutes = (time.time() - self.started) / 60
             metrics.update({"epoch": epoch, "step": step, trainee.loss_name: mean_loss, "minutes": minutes})
             history.append(metrics)
-            log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+            rounded = json.dumps({k: round(v, 4) for k, v in metrics.items()})
+            log.info("epoch %d: %s", epoch, rounded)
             if score > best_score:
                 best_score = score
-                rounded = json.dumps({k: round(v, 4) for k, v in metrics.items()})
                 with atomic.atomic_path(self.best_path) as temp:
                     save_model(trainee.model, temp, half=True, metadata={"metrics": rounded, **trainee.metadata})
             save_checkpoint(step)
@@ -172,11 +172,11 @@ def run_epochs(
 # --- training one head of a trained colorizer ----------------------------------------
 
 
-def with_fresh_head(
+def with_head(
     path: str | os.PathLike, config: ModelConfig, state: dict[str, torch.Tensor], head: str
 ) -> Colorizer:
-    """A colorizer of ``config`` holding the weights ``state`` read from ``path``; only the weights of
-    ``head`` ("temporal", "confidence") may be missing, and stay freshly initialised."""
+    """A colorizer of ``config`` with the weights ``state`` (read from ``path``) loaded. Only those of
+    ``head`` ("temporal", "confidence") may be missing: the head then starts fresh."""
     model = Colorizer(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, _ = model.load_state_dict(state, strict=False)
@@ -186,8 +186,8 @@ def with_fresh_head(
 
 
 def head_param_groups(model: Colorizer, head: torch.nn.Module, lr: float) -> list[dict]:
-    """Freeze ``model`` but for ``head`` (its batch norm keeps its statistics); the head's parameters
-    as one group for :class:`Trainee`."""
+    """Freeze ``model`` but for ``head``, in eval mode so the trunk's batch norm keeps its statistics;
+    returns the head's parameters as the one group of a :class:`Trainee`."""
     model.eval()
     model.requires_grad_(False)
     head.requires_grad_(True)

@@ -24,4 +24,4 @@ class TrainOptions:
     threads: int = 0
     max_images: int = 0  # 0 = all; for quick trials
     balance: bool = False  # sample each data folder in proportion to the square root of its size
-    white_balance: bool = False  # learn neutral surfaces as neutral: remove each crop's colour cast from the target
+    white_balance: bool = False  # learn neutral surfaces as neutral: remove each crop's color cast from the target

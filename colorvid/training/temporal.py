@@ -44,7 +44,7 @@ from colorvid.models.effnet_unet import OUTPUT_STRIDE, Colorizer, follow_previou
 from colorvid.smoothing import DEFAULT_STRENGTH, warp_confidence
 from colorvid.training.colorizer import HUBER_BETA, regression_loss
 from colorvid.training.data import load_runs, random_runs
-from colorvid.training.loop import Trainee, TrainingLoop, head_param_groups, with_fresh_head
+from colorvid.training.loop import Trainee, TrainingLoop, head_param_groups, with_head
 from colorvid.training.options import TrainOptions
 
 log = logging.getLogger("colorvid.train")
@@ -145,7 +145,7 @@ def validate(model: Colorizer, batches: list[Prepared], beta: float, kind: str) 
 def load_base(path: str | os.PathLike) -> Colorizer:
     """The colorizer to build on, with a temporal head (fresh unless the file has one)."""
     config, state, _ = read_model_file(path)
-    return with_fresh_head(path, replace(config, temporal_head=True), state, "temporal")
+    return with_head(path, replace(config, temporal_head=True), state, "temporal")
 
 
 def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: bool = True) -> Path:
