@@ -11,7 +11,7 @@ from media import TINT_AB, make_clip, mean_chroma_offset, read_video_pts, y_psnr
 from PIL import Image
 
 from colorvid.models import load_model
-from colorvid.models.effnet_unet import Colorizer, ModelConfig, follow_previous, save_model
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, OptimizedColorizer, follow_previous, save_model
 from colorvid.smoothing import ModelSmoother, temporal_settings
 from colorvid.training import TrainOptions, train_previous_frame
 from colorvid.training.data import SEQUENCE_LENGTH, load_runs, random_runs, synthetic_run
@@ -21,6 +21,7 @@ def _head_model(gate_bias: float = 4.0) -> Colorizer:
     """A tinted colorizer (TINT_AB everywhere) whose head opens its gate wide everywhere."""
     torch.manual_seed(0)
     model = Colorizer(ModelConfig(temporal_head=True))
+    assert model.regress.bias is not None and model.temporal is not None and model.temporal.out.bias is not None
     with torch.no_grad():
         model.regress.weight.zero_()
         model.regress.bias.copy_(torch.tensor(TINT_AB) / 110.0)
@@ -49,6 +50,7 @@ def test_head_survives_saving_and_the_optimized_graph_matches(tmp_path):
     path = tmp_path / "m.safetensors"
     save_model(_head_model(gate_bias=0.3), path)
     eager, optimized = load_model(path), load_model(path, optimize=True)
+    assert isinstance(eager, Colorizer) and eager.temporal is not None and isinstance(optimized, OptimizedColorizer)
     assert eager.config.temporal_head and optimized.temporal is not None
     lightness = (torch.rand(2, 1, 64, 96) * 100).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -167,6 +169,7 @@ def test_training_the_head_leaves_the_colorizer_alone_and_colorize_uses_it(tmp_p
     assert {"psnr_frame", "psnr_flow", "psnr_model", "change_frame", "change_model"} <= set(history[0])
     assert history[0]["change_model"] < 0.7 * history[0]["change_flow"], history[0]
     trained, original = load_model(best), load_model(base)
+    assert isinstance(trained, Colorizer) and isinstance(original, Colorizer)
     assert trained.config.temporal_head and trained.temporal is not None
     lightness = torch.rand(1, 1, 64, 64) * 100
     with torch.no_grad():

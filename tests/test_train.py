@@ -66,7 +66,8 @@ def test_fine_tuning_starts_from_an_existing_model(tmp_path):
     save_model(Colorizer(ModelConfig(ab_bins=len(gamut_bins()), readout="annealed-mean"), gamut_bins()), start)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init=str(start),
                            val_fraction=0.5)
-    assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())
+    model = load_model(train(options, progress=False))
+    assert isinstance(model, Colorizer) and model.config.ab_bins == len(gamut_bins())
 
 
 def test_video_sequences_are_never_split_between_train_and_validation():
@@ -100,7 +101,7 @@ def test_balance_gives_each_folder_a_share_by_the_square_root_of_its_size(tmp_pa
     big, small = make_images(tmp_path / "big", count=24), make_images(tmp_path / "small", count=6)
     options = TrainOptions(data=(big, small), out_dir=tmp_path / "run", size=64, val_fraction=0.5, balance=True)
     train_images, _, weights = load_dataset(options)
-    assert len(weights) == len(train_images)
+    assert weights is not None and len(weights) == len(train_images)
     assert random_batch(train_images, 4, 64, np.random.default_rng(0), weights).shape == (4, 3, 64, 64)
     assert load_dataset(TrainOptions(**{**options.__dict__, "balance": False}))[2] is None
 
@@ -137,7 +138,8 @@ def test_white_balance_takes_the_cast_out_of_the_target_and_training_runs_with_i
     data = make_images(tmp_path / "data", count=24)
     options = TrainOptions(data=(data,), out_dir=tmp_path / "run", epochs=1, batch_size=4, size=64, init="none",
                            val_fraction=0.5, white_balance=True)
-    assert load_model(train(options, progress=False)).config.ab_bins == len(gamut_bins())
+    model = load_model(train(options, progress=False))
+    assert isinstance(model, Colorizer) and model.config.ab_bins == len(gamut_bins())
 
 
 def test_training_without_a_progress_bar_logs_its_progress(tmp_path, caplog):

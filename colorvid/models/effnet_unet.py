@@ -13,6 +13,7 @@ architecture settings) is stored in the safetensors file.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -313,7 +314,7 @@ def save_model(model: Colorizer, path: str | Path, half: bool = True, metadata: 
     save_file(state, str(path), metadata=meta)
 
 
-def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, str]]:
+def read_model_file(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 

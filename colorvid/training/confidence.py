@@ -48,18 +48,27 @@ def load_base(path: str | os.PathLike) -> Colorizer:
     return with_head(path, replace(config, readout="regression", confidence_head=True), state, "confidence")
 
 
+def confidence_parts(model: Colorizer) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The confidence head and the classification head it learns from (load_base makes sure of both)."""
+    if model.confidence is None or model.classify is None:
+        raise ValueError("the model has no confidence head or no classification head")
+    return model.confidence, model.classify
+
+
 def distillation_loss(model: Colorizer, lightness: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """Squared error between the confidence head and the classification head's hue agreement."""
+    head, classify = confidence_parts(model)
     with torch.no_grad():
         features = model.features(lightness)
-        target = hue_agreement(model.classify(features), model.ab_centers, class_weights)
-    return F.mse_loss(model.confidence(features), target)
+        target = hue_agreement(classify(features), model.ab_centers, class_weights)
+    return F.mse_loss(head(features), target)
 
 
 @torch.no_grad()
 def validate(model: Colorizer, images: torch.Tensor, batch_size: int, class_weights: torch.Tensor,
              gains: tuple[float, ...] = GAINS) -> dict[str, float]:
     """Distillation loss, and PSNR and colorfulness of the read-out at each gain (and of the plain regression)."""
+    head, classify = confidence_parts(model)
     sums: dict[str, float] = {"loss": 0.0}
     for start in range(0, len(images), batch_size):
         rgb = images[start : start + batch_size]
@@ -67,8 +76,8 @@ def validate(model: Colorizer, images: torch.Tensor, batch_size: int, class_weig
         lightness = lab[:, :1]
         features = model.features(lightness)
         ab = model.regress(features) * 110.0
-        confidence = model.confidence(features)
-        target = hue_agreement(model.classify(features), model.ab_centers, class_weights)
+        confidence = head(features)
+        target = hue_agreement(classify(features), model.ab_centers, class_weights)
         sums["loss"] += F.mse_loss(confidence, target, reduction="sum").item() / target[0].numel()
         outputs = {"regression": ab, **{f"gain_{g}": ab * g * confidence for g in gains}}
         add_scores(sums, rgb, lightness, outputs)
@@ -106,8 +115,9 @@ def train_confidence(options: TrainOptions, progress: bool = True) -> Path:
         metrics["gain"] = gain
         return metrics, metrics[f"psnr_gain_{gain}"]
 
+    head, _ = confidence_parts(model)
     return loop.run(Trainee(
-        model=model, trained=model.confidence, param_groups=head_param_groups(model, model.confidence, options.lr),
+        model=model, trained=head, param_groups=head_param_groups(model, head, options.lr),
         steps_per_epoch=max(1, len(train_images) // options.batch_size),
         batch_loss=batch_loss, validate=validate_epoch, state=state, loss_name="train_loss",
     ), progress)

@@ -82,7 +82,8 @@ def load_image(path: Path, min_side: int) -> np.ndarray | None:
             w, h = im.size
             if min(w, h) < min_side:
                 scale = min_side / min(w, h)
-                im = im.resize((max(min_side, round(w * scale)), max(min_side, round(h * scale))), Image.BICUBIC)
+                size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+                im = im.resize(size, Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
     except OSError as exc:
         log.warning("%s: skipped (%s)", path, exc)

@@ -60,8 +60,8 @@ class Prepared:
     features: list[torch.Tensor]  # per frame of the run, (B, C, h, w)
     own: list[torch.Tensor]  # each frame's own ab
     truth: list[torch.Tensor]  # its true ab at the output size
-    flow: list[torch.Tensor | None]  # from each frame into the one before (None for the first)
-    confidence: list[torch.Tensor | None]
+    flow: list[torch.Tensor]  # flow[t - 1]: from frame t into frame t - 1
+    confidence: list[torch.Tensor]  # confidence[t - 1]: how far that warp can be trusted
     lightness: torch.Tensor  # the last frame's full-size L
     rgb: torch.Tensor  # the last frame's full-size truth
 
@@ -76,11 +76,11 @@ def prepare(model: Colorizer, runs: torch.Tensor) -> Prepared:
     small_l = F.interpolate(lightness, size=own.shape[-2:], mode="area")
     split = lambda x: list(x.split(batch))  # noqa: E731
     small = split(small_l)
-    flow: list[torch.Tensor | None] = [None]
-    confidence: list[torch.Tensor | None] = [None]
+    flow: list[torch.Tensor] = []
+    confidence: list[torch.Tensor] = []
     for t in range(1, length):
         flow.append(estimate_flow(small[t - 1], small[t]))
-        confidence.append(warp_confidence(small[t - 1], small[t], flow[t]))
+        confidence.append(warp_confidence(small[t - 1], small[t], flow[-1]))
     return Prepared(split(features), split(own), split(truth), flow, confidence, lightness[-batch:], runs[-1])
 
 
@@ -96,18 +96,28 @@ def unroll(
     loss = torch.zeros(())
     outputs, warps = [], []
     for t in range(1, len(prepared.own)):
-        warped = warp(out, prepared.flow[t])
-        out = mix(t, prepared.own[t], warped, prepared.confidence[t], prepared.features[t])
-        change = 0.5 * (prepared.confidence[t] * ((out - warped) / 110) ** 2).mean() / HUBER_BETA
+        confidence = prepared.confidence[t - 1]
+        warped = warp(out, prepared.flow[t - 1])
+        out = mix(t, prepared.own[t], warped, confidence, prepared.features[t])
+        change = 0.5 * (confidence * ((out - warped) / 110) ** 2).mean() / HUBER_BETA
         loss = loss + beta * regression_loss(out, prepared.truth[t], kind) + (1 - beta) * change
         outputs.append(out)
         warps.append(warped)
     return loss / max(1, len(outputs)), outputs, warps
 
 
+def temporal_head(model: Colorizer) -> torch.nn.Module:
+    """The head being trained (load_base gives every model one)."""
+    if model.temporal is None:
+        raise ValueError("the model has no previous-frame head")
+    return model.temporal
+
+
 def head_mixer(model: Colorizer) -> Mixer:
+    head = temporal_head(model)
+
     def mix(t, own, warped, confidence, features):
-        return follow_previous(model.temporal(features, own, warped, confidence), own, warped, confidence, STRENGTH)
+        return follow_previous(head(features, own, warped, confidence), own, warped, confidence, STRENGTH)
 
     return mix
 
@@ -134,7 +144,7 @@ def validate(model: Colorizer, batches: list[Prepared], beta: float, kind: str) 
             sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + sum(psnr(rgb[i], prepared.rgb[i]) for i in range(n))
             change = 0.0
             for t, (out, warped) in enumerate(zip(outputs, warps), start=1):
-                weight = prepared.confidence[t]
+                weight = prepared.confidence[t - 1]
                 per_run = (weight * (out - warped).abs()).sum((1, 2, 3)) / weight.sum((1, 2, 3)).clamp_min(1e-6)
                 change += float(per_run.sum() / 2)
             sums[f"change_{name}"] = sums.get(f"change_{name}", 0.0) + change / len(outputs)
@@ -172,8 +182,9 @@ def train_previous_frame(options: TrainOptions, beta: float = 0.8, progress: boo
         metrics = validate(model, val_batches, beta, options.loss)
         return metrics, -metrics["loss"]
 
+    head = temporal_head(model)
     return loop.run(Trainee(
-        model=model, trained=model.temporal, param_groups=head_param_groups(model, model.temporal, options.lr),
+        model=model, trained=head, param_groups=head_param_groups(model, head, options.lr),
         steps_per_epoch=max(1, len(train_data.stills) // options.batch_size),
         batch_loss=batch_loss, validate=validate_epoch, metadata={"temporal_beta": beta}, loss_name="train_loss",
     ), progress)
