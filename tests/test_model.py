@@ -53,6 +53,9 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
         load_model(bad)
 
 
-@pytest.mark.parametrize("height,width,expected", [(480, 854, (256, 448)), (1080, 1920, (256, 448)), (49, 65, (256, 352)), (720, 406, (448, 256))])
+@pytest.mark.parametrize(
+    "height,width,expected",
+    [(480, 854, (256, 448)), (1080, 1920, (256, 448)), (49, 65, (256, 352)), (720, 406, (448, 256))],
+)
 def test_inference_size_keeps_aspect_with_sides_multiple_of_32(height, width, expected):
     assert inference_size(height, width, 256) == expected
