@@ -16,6 +16,7 @@ import os
 from fractions import Fraction
 
 import av
+import av.subtitles.subtitle
 import numpy as np
 from PIL import Image
 

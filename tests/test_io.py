@@ -9,6 +9,7 @@ import os
 from fractions import Fraction
 
 import av
+import av.codec.context
 import numpy as np
 import pytest
 from media import (
