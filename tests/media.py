@@ -341,10 +341,12 @@ def stream_summary(path) -> dict:
                 "title": stream.metadata.get("title"),
             }
             if stream.type == "video":
+                assert ctx is not None  # decodable streams have one; attachments have None
                 entry.update(width=ctx.width, height=ctx.height, pix_fmt=ctx.pix_fmt)
                 entry.update(colorspace=int(ctx.colorspace), color_range=int(ctx.color_range))
                 entry.update(rotation=_rotation(container, stream))
             elif stream.type == "audio":
+                assert ctx is not None
                 entry.update(channels=ctx.channels, rate=ctx.sample_rate)
             streams.append(entry)
         return {"format": container.format.name, "metadata": dict(container.metadata), "streams": streams}
