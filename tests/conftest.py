@@ -43,6 +43,7 @@ def tinted_model(tmp_path_factory) -> Path:
     """A colorizer file whose regression head outputs TINT_AB everywhere, so colors are predictable."""
     torch.manual_seed(0)
     model = Colorizer(ModelConfig())
+    assert model.regress.bias is not None  # Conv2d has one by default
     with torch.no_grad():
         model.regress.weight.zero_()
         model.regress.bias.copy_(torch.tensor(TINT_AB) / 110.0)
@@ -69,7 +70,9 @@ class CliRunner:
             cli.main()
         captured = self._capsys.readouterr()
         self.out = captured.out
-        return exit_info.value.code, captured.err
+        code = exit_info.value.code
+        assert isinstance(code, int), f"colorvid exited with {code!r}, not a status number"
+        return code, captured.err
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import os
 from fractions import Fraction
 
 import av
+import av.subtitles.subtitle
 import numpy as np
 from PIL import Image
 
@@ -33,18 +34,21 @@ _FAST_OPTIONS = {
     "libx264": {"preset": "ultrafast"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
 }
-ASS_HEADER = b"""[Script Info]
-ScriptType: v4.00+
-PlayResX: 384
-PlayResY: 288
-
-[V4+ Styles]
-Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
-Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
-
-[Events]
-Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
-"""
+ASS_HEADER = (  # an ASS script header, byte for byte; its long Format line is split over three literals
+    b"[Script Info]\n"
+    b"ScriptType: v4.00+\n"
+    b"PlayResX: 384\n"
+    b"PlayResY: 288\n"
+    b"\n"
+    b"[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+    b"Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, "
+    b"MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n"
+    b"\n"
+    b"[Events]\n"
+    b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
 SUBTITLE_TEXTS = ("Hello", "World")
 TINT_AB = (30.0, 25.0)  # the ab the ``tinted_model`` fixture predicts everywhere: a warm orange
 FONT_BYTES = b"\x00\x01\x00\x00 not really a font"
@@ -337,10 +341,12 @@ def stream_summary(path) -> dict:
                 "title": stream.metadata.get("title"),
             }
             if stream.type == "video":
+                assert ctx is not None  # decodable streams have one; attachments have None
                 entry.update(width=ctx.width, height=ctx.height, pix_fmt=ctx.pix_fmt)
                 entry.update(colorspace=int(ctx.colorspace), color_range=int(ctx.color_range))
                 entry.update(rotation=_rotation(container, stream))
             elif stream.type == "audio":
+                assert ctx is not None
                 entry.update(channels=ctx.channels, rate=ctx.sample_rate)
             streams.append(entry)
         return {"format": container.format.name, "metadata": dict(container.metadata), "streams": streams}

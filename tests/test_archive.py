@@ -17,6 +17,7 @@ import textwrap
 from fractions import Fraction
 
 import av
+import av.stream
 import numpy as np
 import pytest
 from media import (

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import av
+import av.codec
 import numpy as np
 import pytest
 from media import (

@@ -27,7 +27,7 @@ def _frames(width, height, count, rng):
 
 
 @pytest.mark.parametrize("work_format,size", [("yuv420p", (66, 50)), ("yuv444p", (65, 49)), ("yuv420p10le", (64, 48))])
-def test_luma_is_untouched_and_chroma_is_written(random_model, work_format, size):
+def test_luma_is_untouched_and_chroma_is_written(random_model, work_format, size: tuple[int, int]):
     rng = np.random.default_rng(0)
     frames = _frames(*size, 3, rng)
     colorizer = FrameColorizer(random_model, torch.device("cpu"), "bt601", render_size=64)

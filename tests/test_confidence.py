@@ -44,6 +44,8 @@ def test_hue_agreement_takes_the_rebalancing_weights_back_out():
 def _confident_model(gate_bias: float, gain: float) -> Colorizer:
     torch.manual_seed(0)
     model = Colorizer(ModelConfig(ab_bins=4, confidence_head=True, confidence_gain=gain), torch.zeros(4, 2))
+    assert model.confidence is not None and model.confidence.out.bias is not None
+    assert model.regress.bias is not None
     with torch.no_grad():
         model.regress.weight.zero_()
         model.regress.bias.copy_(torch.tensor([30.0, -20.0]) / 110.0)
@@ -56,6 +58,7 @@ def test_the_read_out_scales_the_regression_by_gain_and_confidence_and_survives_
     save_model(_confident_model(gate_bias=0.0, gain=1.5), path)
     lightness = (torch.rand(2, 1, 64, 96) * 100).contiguous(memory_format=torch.channels_last)
     eager, optimized = load_model(path), load_model(path, optimize=True)
+    assert isinstance(eager, Colorizer)
     assert eager.config.confidence_head and eager.config.confidence_gain == 1.5
     with torch.no_grad():
         ab = eager(lightness)
@@ -101,6 +104,7 @@ def test_confidence_training_learns_the_hue_agreement_picks_a_gain_and_resumes(t
     assert history[0]["gain"] in GAINS
     assert all(f"psnr_gain_{g}" in history[0] for g in GAINS)
     model = load_model(best)
+    assert isinstance(model, Colorizer)
     assert model.config.confidence_head and model.config.confidence_gain == history[0]["gain"]
     assert model.config.readout == "regression"
 
@@ -129,5 +133,6 @@ def test_the_shipped_model_mutes_its_colors_with_a_confidence_head():
 
     registry = load_registry()
     model = load_model(resolve(registry.default_name(), registry))
+    assert isinstance(model, Colorizer)
     assert model.config.confidence_head and model.config.readout == "regression"
     assert model.config.confidence_gain in GAINS and model.config.temporal_head

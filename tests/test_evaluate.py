@@ -125,8 +125,9 @@ def test_clip_meter_on_a_perfect_output():
     assert scores["output"].ssim == pytest.approx(1.0)
     assert scores["output"].colorfulness_ratio == pytest.approx(1.0)
     assert scores["output"].cdc == pytest.approx(scores["truth"].cdc)
-    assert scores["output"].luma_psnr > 60
+    assert scores["output"].luma_psnr is not None and scores["output"].luma_psnr > 60
     assert scores["gray"].colorfulness == pytest.approx(0.0, abs=1e-9)
+    assert scores["gray"].psnr is not None and scores["output"].psnr is not None
     assert scores["gray"].psnr < scores["output"].psnr
 
 
@@ -201,6 +202,7 @@ def test_cdc_shows_a_colorization_that_flickers(tmp_path):
     (calm,) = evaluate([refs], steady).clips
     (flicker,) = evaluate([refs], flickering).clips
     assert calm.output.cdc == pytest.approx(calm.truth.cdc)  # the same frames as the reference
+    assert flicker.output.cdc is not None and flicker.truth.cdc is not None
     assert flicker.output.cdc > 10 * flicker.truth.cdc
 
 
@@ -237,7 +239,7 @@ def test_evaluate_existing_outputs(tmp_path, clip, tiny_model, caplog):
     report = evaluate([clip], outs)
     (scores,) = report.clips
     assert scores.colorized == str(outs / "ref.mkv") and scores.frames == 6
-    assert scores.output.luma_psnr >= 40
+    assert scores.output.luma_psnr is not None and scores.output.luma_psnr >= 40
     assert scores.gray.colorfulness == pytest.approx(0.0, abs=1e-6)
     # scoring the reference against itself: perfect
     self_report = evaluate([clip], clip)

@@ -9,6 +9,7 @@ import os
 from fractions import Fraction
 
 import av
+import av.codec.context
 import numpy as np
 import pytest
 from media import (
@@ -105,8 +106,12 @@ def test_reader_yields_every_frame_with_its_pts(tmp_path):
     clip = tmp_path / "vfr.mp4"
     times = make_clip(clip, vfr=True, frames=10)
     with VideoReader(clip) as reader:
-        frames = [(frame.pts * frame.time_base, frame.format.name) for frame in reader]
-        assert reader._stream.thread_type != av.codec.context.ThreadType.NONE
+        frames = []
+        for frame in reader:
+            assert frame.pts is not None and frame.time_base is not None  # the reader fills in missing ones
+            frames.append((frame.pts * frame.time_base, frame.format.name))
+        stream = reader._stream
+        assert stream is not None and stream.thread_type != av.codec.context.ThreadType.NONE
     assert [t for t, _ in frames] == times
     assert reader.frames_read == 10
 

@@ -13,6 +13,7 @@ def model_file(tmp_path_factory):
     # make batch norm statistics non-trivial, so fusing them is really checked
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None  # track_running_stats
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     path = tmp_path_factory.mktemp("m") / "m.safetensors"
@@ -37,6 +38,7 @@ def test_fused_and_frozen_models_give_the_same_colors(model_file):
 
 def test_half_precision_file_round_trips(model_file, tmp_path):
     model = load_model(model_file, fuse=False)
+    assert isinstance(model, Colorizer)  # the family's own network, not an optimized form
     half_path = tmp_path / "half.safetensors"
     save_model(model, half_path, half=True)
     assert half_path.stat().st_size < model_file.stat().st_size * 0.6
@@ -53,6 +55,9 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
         load_model(bad)
 
 
-@pytest.mark.parametrize("height,width,expected", [(480, 854, (256, 448)), (1080, 1920, (256, 448)), (49, 65, (256, 352)), (720, 406, (448, 256))])
+@pytest.mark.parametrize(
+    "height,width,expected",
+    [(480, 854, (256, 448)), (1080, 1920, (256, 448)), (49, 65, (256, 352)), (720, 406, (448, 256))],
+)
 def test_inference_size_keeps_aspect_with_sides_multiple_of_32(height, width, expected):
     assert inference_size(height, width, 256) == expected

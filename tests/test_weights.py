@@ -83,11 +83,12 @@ class FakeHub:
         keys = list(self.files)
         resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         storage = re.fullmatch(r"/storage/(\d+)", path)
-        if resolve and tuple(resolve.groups()) in self.files:
-            data, sha = self.files[tuple(resolve.groups())]
+        key = (resolve[1], resolve[2], resolve[3]) if resolve else None  # (repo, revision, filename)
+        if key in self.files:
+            data, sha = self.files[key]
             handler.send_response(302)
-            handler.send_header("Location", f"http://localhost:{self.port}/storage/{keys.index(tuple(resolve.groups()))}")
-            handler.send_header("X-Repo-Commit", resolve.group(2))
+            handler.send_header("Location", f"http://localhost:{self.port}/storage/{keys.index(key)}")
+            handler.send_header("X-Repo-Commit", key[1])  # the revision
             handler.send_header("X-Linked-Etag", f'"{sha}"')
             handler.send_header("X-Linked-Size", str(len(data)))
             handler.send_header("ETag", '"0000000000000000000000000000000000000000"')  # git oid of the LFS pointer
