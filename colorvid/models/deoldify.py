@@ -2,7 +2,8 @@
 
 A port of the generator of DeOldify (https://github.com/jantic/DeOldify, MIT
 License, Copyright (c) 2018 Jason Antic), which builds it with fastai v1's
-dynamic U-Net. What differs from the original:
+dynamic U-Net, self-attention and pixel-shuffle layers (Apache License 2.0).
+What differs from the original:
 
 - the network is written anew in plain PyTorch: the ResNet body returns its
   skip features instead of fastai's forward hooks, and neither fastai nor
@@ -377,7 +378,7 @@ class DeOldifyGenerator(nn.Module):
 
     def fuse(self) -> None:
         """Fold every batch norm that directly follows a convolution into it (inference only)."""
-        for module in self.modules():
+        for module in list(self.modules()):
             if isinstance(module, (ResNetBody, PixelShuffleUp)):
                 module.fuse()
 
