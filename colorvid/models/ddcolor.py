@@ -20,8 +20,6 @@ The published files (``ddcolor_paper_tiny.pth``, ``ddcolor_paper.pth``,
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from collections.abc import Mapping
 
 import torch
@@ -31,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from colorvid.color import lab_to_rgb
 from colorvid.errors import ModelFileError
+from colorvid.models.torch_files import read_state_dict
 
 DEFAULT_INPUT_SIZE = 512  # the side of the square the original inference stretches every image to
 INPUT_MULTIPLE = 32  # the encoder's stride: the input side must be a multiple of it
@@ -59,7 +58,6 @@ _DETECT_KEYS = (
 )
 # Wrappers a state dict comes in: the original's training saves {"params": ...} (and
 # {"params_ema": ...} beside it when it keeps an average); its inference reads "params".
-_WRAPPERS = ("params", "params_ema", "model")
 
 
 def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -68,31 +66,7 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises:
         ModelFileError: the file cannot be read safely or holds no state dict.
     """
-    try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if unsafe:
-            message = f"refused: unpickling it would call {unsafe.group(1)}, not just read tensors"
-            raise ModelFileError(message) from None
-        raise ModelFileError("not a PyTorch weights file (it does not unpickle as tensors)") from None
-    except Exception as exc:  # torch.load fails on other files in many ways (KeyError on text, EOFError, ...)
-        raise ModelFileError(f"not a PyTorch weights file ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if isinstance(obj, Mapping):
-        for key in _WRAPPERS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise ModelFileError("the file holds no state dict")
-    state = {}
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise ModelFileError(f"the file holds something other than named tensors ({key!r})")
-        state[key] = value
-    if all(key.startswith("module.") for key in state):  # saved from a DataParallel wrapper
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    return state
+    return read_state_dict(path)
 
 
 def _seq_len(state: Mapping[str, torch.Tensor], prefix: str) -> int:

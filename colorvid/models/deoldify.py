@@ -27,7 +27,6 @@ Variants (layouts): ``deoldify-artistic`` is ``ColorizeArtistic_gen.pth``
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from torch import nn
 
 from colorvid.color import lab_to_rgb, rgb_to_lab
 from colorvid.errors import ModelFileError
+from colorvid.models.torch_files import read_state_dict
 
 ARTISTIC = "deoldify-artistic"
 STABLE = "deoldify-stable"
@@ -55,7 +55,6 @@ Y_RANGE = (-3.0, 3.0)  # the generator's sigmoid range, in normalized RGB units
 HALF_DTYPE = torch.float16  # what ``half`` means for this family (fine on CUDA)
 
 # A fastai wrapper pickle holds the state dict under one of these keys; a bare state dict is also accepted.
-_WRAPPER_KEYS = ("model", "params")
 
 
 @dataclass(frozen=True)
@@ -465,33 +464,7 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ModelFileError: not a torch pickle, one that needs globals ``weights_only``
             refuses (anything that could run code when read), or no state dict.
     """
-    try:
-        loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelFileError(f"not a weights-only torch file ({_unpickler_complaint(exc)})") from None
-    except Exception as exc:  # a damaged or foreign file fails in many ways (KeyError for an unknown opcode, ...)
-        raise ModelFileError(f"not a torch weights file ({type(exc).__name__}: {exc})") from None
-    if isinstance(loaded, Mapping):
-        for key in _WRAPPER_KEYS:
-            if isinstance(loaded.get(key), Mapping):
-                loaded = loaded[key]
-                break
-    if not isinstance(loaded, Mapping) or not loaded:
-        raise ModelFileError("the file holds no state dict")
-    state = dict(loaded)
-    not_tensors = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise ModelFileError(f"the state dict has entries that are not named tensors, e.g. {not_tensors[0]!r}")
-    return state
-
-
-def _unpickler_complaint(exc: Exception) -> str:
-    """The one line of torch's weights_only refusal that says what was refused."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("WeightsUnpickler error:"):
-            return line.removeprefix("WeightsUnpickler error:").strip().split(". Please use")[0]
-    return lines[0] if lines else type(exc).__name__
+    return read_state_dict(path)
 
 
 def matches(state: Mapping[str, torch.Tensor]) -> str | None:
