@@ -620,13 +620,9 @@ def _in_film_order(folders: list[WorkFolder]) -> list[WorkFolder]:
             if before.end is None or previous.state.get("covers_end"):
                 raise OutputError(f"{folder.path}: overlaps {previous.path}, which goes to the end of the film")
             if frames.start != before.end:
-                # A second part that also starts the film (start None) raises TypeError here, as it always
-                # has; a fix ("overlaps" for a None start) is a behaviour change, left for its own commit.
-                problem = (
-                    "overlaps"
-                    if frames.start < before.end  # pyright: ignore[reportOptionalOperand]
-                    else "does not start where it ends"
-                )
+                # a second part that also starts the film (start None) overlaps the first
+                overlaps = frames.start is None or frames.start < before.end
+                problem = "overlaps" if overlaps else "does not start where it ends"
                 raise OutputError(f"{folder.path}: {problem} {previous.path}; a part is missing or doubled")
         previous = folder
     assert previous is not None, "folders is not empty"

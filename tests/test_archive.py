@@ -208,11 +208,14 @@ def test_time_ranges_join_and_must_not_overlap(tmp_path, tinted_model, run):
     pts = make_clip(source, frames=24, audio_tracks=1)
     out = tmp_path / "out.mp4"
     common = ["colorize", str(source), "-o", str(out), "--model", tinted_model, *SMALL]
-    for text in ("0-0.5", "0.5-", "0.4-"):
+    for text in ("0-0.5", "0.5-", "0.4-", "0-0.3"):
         assert run([*common, "--range", text])[0] == 0
-    first, second, third = (tmp_path / f"out.mp4.part{label}" for label in ("0-0.5", "0.5-end", "0.4-end"))
+    first, second, third, also_first = (
+        tmp_path / f"out.mp4.part{label}" for label in ("0-0.5", "0.5-end", "0.4-end", "0-0.3"))
     status, err = run(["join", str(first), str(third), "-o", str(out), "--keep-parts"])
     assert status == 1 and "overlaps" in err
+    status, err = run(["join", str(first), str(also_first), "-o", str(out), "--keep-parts"])  # both start the film
+    assert status == 1 and "overlaps" in err, err
     status, err = run(["join", str(second), str(first), "-o", str(out), "--source", str(source)])
     assert status == 0, err
     assert read_video_pts(out) == pts
