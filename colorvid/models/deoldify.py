@@ -384,14 +384,9 @@ class DeOldifyGenerator(nn.Module):
 
 @torch.no_grad()
 def _fold_bn(conv: nn.Module, bn: nn.Module) -> nn.Conv2d:
-    """``conv`` with the eval-mode batch norm after it folded into its weight and bias (in place)."""
+    """``conv`` with the eval-mode batch norm after it folded into its weight and bias."""
     assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-    assert bn.running_mean is not None and bn.running_var is not None
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    bias = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
-    conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
-    conv.bias = nn.Parameter(bias * scale + bn.bias, requires_grad=False)
-    return conv
+    return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
 
 
 # --- the colorizer: Lab lightness in, Lab ab out ------------------------------------------------------
