@@ -329,3 +329,22 @@ def test_cuda_colors_as_the_cpu_does_keeping_luma_and_timing(tmp_path, tinted_mo
     assert status == 0, err
     chroma_difference = [np.abs(a[1:] - b[1:]).mean() for a, b in zip(decoded_planes(on_cuda), decoded_planes(on_cpu))]
     assert len(chroma_difference) == len(pts) and max(chroma_difference) < 1.0  # the CPU's colors, within rounding
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["--no-half", "--half"], ids=["fp32", "fp16"])
+def test_cuda_runs_the_default_models_previous_frame_head(tmp_path, run, precision):
+    """The shipped model on CUDA, in each precision, with its default temporal mode ("model"):
+    the previous-frame head runs in the network's dtype, and the colors are the CPU's."""
+    source = tmp_path / "film.mkv"
+    pts = make_clip(source, width=128, height=96, frames=12, color=False, audio_tracks=1)
+    common = ["colorize", source, "--codec", "ffv1", "--batch-size", "4", "--temporal", "model"]
+    on_cuda, on_cpu = tmp_path / "cuda.mkv", tmp_path / "cpu.mkv"
+    status, err = run([*common, "-o", on_cuda, "--device", "cuda", precision])
+    assert status == 0, err
+    assert read_video_pts(on_cuda) == pts and y_psnr(source, on_cuda) == math.inf
+    status, err = run([*common, "-o", on_cpu, "--device", "cpu"])
+    assert status == 0, err
+    chroma_difference = [np.abs(a[1:] - b[1:]).mean() for a, b in zip(decoded_planes(on_cuda), decoded_planes(on_cpu))]
+    print(f"{precision}: mean |chroma difference| per frame, CUDA vs CPU: max {max(chroma_difference):.3f}")
+    assert max(chroma_difference) < 1.5  # 8-bit chroma codes: rounding and half precision, not another color

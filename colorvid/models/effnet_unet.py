@@ -27,6 +27,7 @@ ARCHITECTURE = "effnet-lite0-unet"
 FORMAT_VERSION = "1"
 OUTPUT_STRIDE = 4  # ab is predicted at 1/4 of the input size
 INPUT_MULTIPLE = 32  # input sides must be multiples of the encoder's stride
+DEFAULT_RENDER_SIZE = 256  # short side of the network's input, the size it was trained at
 
 # EfficientNet-Lite0 stages: (expand ratio, kernel, stride, out channels, repeats).
 _LITE0_STAGES = (
@@ -137,6 +138,7 @@ class Colorizer(nn.Module):
     def __init__(self, config: ModelConfig, ab_centers: torch.Tensor | None = None):
         super().__init__()
         self.config = config
+        self.render_size = DEFAULT_RENDER_SIZE  # short side of the input at inference
         self.encoder = Encoder()
         c16, c8, c4 = config.decoder_channels
         t4, t8, t16, t32 = self.encoder.tap_channels
@@ -152,6 +154,13 @@ class Colorizer(nn.Module):
             self.classify = None
         self.temporal = TemporalHead(c4) if config.temporal_head else None
         self.confidence = ConfidenceHead(c4) if config.confidence_head else None
+
+    def inference_size(self, height: int, width: int) -> tuple[int, int]:
+        return inference_size(height, width, self.render_size)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return self.regress.weight.dtype
 
     def features(self, lightness: torch.Tensor) -> torch.Tensor:
         f4, f8, f16, f32 = self.encoder(lightness / 50.0 - 1.0)
@@ -253,8 +262,11 @@ class TemporalHead(nn.Module):
     def forward(
         self, features: torch.Tensor, own_ab: torch.Tensor, previous_ab: torch.Tensor, confidence: torch.Tensor
     ) -> torch.Tensor:
-        x = torch.cat((features, own_ab / 110.0, previous_ab / 110.0, confidence.to(features.dtype)), dim=1)
-        return torch.sigmoid(self.out(self.mix(x)))
+        # in the network's dtype (fp16 on CUDA), whatever the smoother's (fp32); the gate comes back in fp32
+        dtype = self.out.weight.dtype
+        inputs = (features, own_ab / 110.0, previous_ab / 110.0, confidence)
+        x = torch.cat([t.to(dtype) for t in inputs], dim=1)
+        return torch.sigmoid(self.out(self.mix(x))).float()
 
 
 def follow_previous(
@@ -337,16 +349,26 @@ def check(path: str | Path) -> None:
 
 
 def load(
-    path: str | Path, device: torch.device | str = "cpu", half: bool = False, fuse: bool = True, optimize: bool = False
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    half: bool = False,
+    fuse: bool = True,
+    optimize: bool = False,
+    render_size: int | None = None,
 ) -> nn.Module:
     """Load a weights file for inference: eval mode, Conv+BN fused, channels_last.
 
+    ``render_size`` is the short side of the network's input (default
+    :data:`DEFAULT_RENDER_SIZE`; sides are then snapped to multiples of 32).
     ``optimize`` (CPU, fp32 only) also freezes the network into a TorchScript graph
     whose convolutions run fused with their activations: the same numbers, about
     1.4x faster on a CPU. The result is then an :class:`OptimizedColorizer`.
     """
+    if render_size is not None and render_size < INPUT_MULTIPLE:
+        raise ValueError(f"the render size is a short side of at least {INPUT_MULTIPLE} pixels, not {render_size}")
     config, state, _ = read_model_file(path)
     model = Colorizer(config)
+    model.render_size = render_size or DEFAULT_RENDER_SIZE
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=False)
@@ -376,6 +398,7 @@ class OptimizedColorizer(nn.Module):
 
         super().__init__()
         self.config = model.config
+        self.render_size = model.render_size
         example = torch.full((1, 1, 64, 64), 50.0).contiguous(memory_format=torch.channels_last)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracing warns about Python-level shape arithmetic
@@ -385,6 +408,13 @@ class OptimizedColorizer(nn.Module):
             if model.temporal is not None:
                 features, own = model.trunk(example)
                 self.temporal = _freeze(model.temporal, (features, own, own, own[:, :1]))
+
+    def inference_size(self, height: int, width: int) -> tuple[int, int]:
+        return inference_size(height, width, self.render_size)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32
 
     def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.temporal is None:
