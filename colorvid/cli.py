@@ -34,9 +34,17 @@ class _ProgressSafeHandler(logging.StreamHandler):
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
+    """colorvid's own messages at INFO (DEBUG with -v, errors only with -q); other libraries' from
+    WARNING unless -v, so that huggingface_hub's HTTP client does not log every request of a download."""
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO)
-    logging.basicConfig(level=level, format="colorvid: %(message)s", handlers=[_ProgressSafeHandler(sys.stderr)],
-                        force=True)
+    handler = _ProgressSafeHandler(sys.stderr)
+    if not verbose:
+        handler.addFilter(_own_or_warning)
+    logging.basicConfig(level=level, format="colorvid: %(message)s", handlers=[handler], force=True)
+
+
+def _own_or_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name == "colorvid" or record.name.startswith("colorvid.")
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -69,17 +77,31 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 # --- colorize --------------------------------------------------------------
 
 
+MODEL_HELP = "Model name from 'colorvid weights', or a weights file (.safetensors, or a DDColor/DeOldify .pth)."
+RENDER_SIZE_HELP = (
+    "Size at which the network sees the frames, in its family's terms: colorvid models, the short side "
+    "(default 256); DDColor, the side of the square input (default 512); DeOldify, the render factor "
+    "(16x it is the square's side; default 35, deoldify-video 21)."
+)
+
+
+def model_option(command):
+    return click.option("-m", "--model", default=None, help=MODEL_HELP)(command)
+
+
+def device_option(command):
+    return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")(command)
+
+
+def render_size_option(command):
+    return click.option("--render-size", type=click.IntRange(min=1), default=None, help=RENDER_SIZE_HELP)(command)
+
+
 def model_options(command):
     """--model, --device, --batch-size and --render-size, as colorize and evaluate take them."""
-    for option in reversed([
-        click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
-        click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
-                     help="Short side in pixels at which the network sees the frames."),
-    ]):
-        command = option(command)
-    return command
+    command = render_size_option(command)
+    command = click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)(command)
+    return model_option(device_option(command))
 
 
 def _ranges_parser(name: str):
@@ -389,10 +411,9 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
 @click.option("--frames", "count", type=click.IntRange(1, 100), default=6, show_default=True,
               help="How many frames, evenly spaced over the video.")
 @click.option("--truth", is_flag=True, help="Add a row with the input's own colors (for a color reference).")
-@click.option("-m", "--model", default=None, help="Model name from 'colorvid weights', or a .safetensors file.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--render-size", type=click.IntRange(min=32), default=256, show_default=True,
-              help="Short side in pixels at which the network sees the frames.")
+@model_option
+@device_option
+@render_size_option
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @verbosity_options
 def preview(input_path, output, count, truth, model, device, render_size, overwrite):
@@ -484,7 +505,12 @@ def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite
 @cli.command("weights")
 @verbosity_options
 def weights_cmd() -> int:
-    """List the models colorvid knows: size, license, whether on disk, the default (*)."""
+    """List the models colorvid knows: family, size, speed, license, whether on disk, the default (*).
+
+    SPEED is the class of frames/s end to end at 480p on a 2-core laptop CPU:
+    real-time (24 and more), fast (4 and more), slow (0.5 and more), very slow.
+    A hub model is downloaded with 'colorvid fetch-weights NAME'.
+    """
     from colorvid import weights
     from colorvid.registry import load_registry
 
@@ -493,14 +519,20 @@ def weights_cmd() -> int:
     if not rows:
         click.echo(f"colorvid: no models listed in {registry.path}", err=True)
         return 0
-    table = [("NAME", "SIZE", "LICENSE", "INSTALLED", "DEFAULT", "DESCRIPTION")]
+    table = [("NAME", "FAMILY", "SIZE", "SPEED", "LICENSE", "CACHED", "DEFAULT", "DESCRIPTION")]
     for row in rows:
-        table.append((row.name, f"{row.size / 1e6:.1f} MB", row.license, "yes" if row.installed else "no",
-                      "*" if row.default else "", row.description))
+        size = f"{row.size / 1e6:.1f} MB" if row.size is not None else "?"
+        table.append((row.name, row.family, size, row.speed or "?", _short_license(row.license),
+                      "yes" if row.installed else "no", "*" if row.default else "", row.description))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         click.echo("  ".join([cell.ljust(width) for cell, width in zip(line, widths)] + [line[-1]]).rstrip())
     return 0
+
+
+def _short_license(text: str) -> str:
+    """The license as a table cell: its first clause."""
+    return text.split(" (")[0].split(";")[0]
 
 
 @cli.command("fetch-weights")

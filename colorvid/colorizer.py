@@ -32,7 +32,6 @@ from colorvid.color import (
 )
 from colorvid.errors import ColorizeError
 from colorvid.models import Network
-from colorvid.models.effnet_unet import inference_size
 from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
@@ -99,9 +98,7 @@ class FrameColorizer:
         device: torch.device,
         matrix: str,
         full_range: bool = False,
-        render_size: int = 256,
         smooth: float = 0.0,
-        half: bool = False,
         temporal: str | None = None,
         source_matrix: str | None = None,
         source_full_range: bool | None = None,
@@ -123,8 +120,6 @@ class FrameColorizer:
             src_color_range=sws_color_range(source_full_range),
             dst_color_range=sws_color_range(full_range),
         )
-        self.render_size = render_size
-        self.dtype = torch.float16 if half else torch.float32
         if temporal == "model":
             if getattr(model, "temporal", None) is None:
                 raise ColorizeError("--temporal model: this model has no previous-frame head "
@@ -162,13 +157,15 @@ class FrameColorizer:
         chroma_w = -(-width // (1 << shift_w))
         # Y over each chroma sample's footprint: the guide at the chroma planes' size.
         # The network's input is made from it too (an antialiased resize), which is
-        # cheaper than from full-size Y and loses nothing at the inference size.
+        # cheaper than from full-size Y and loses nothing when the network's input is
+        # smaller; a family that sees more (a large square) gets it from full-size Y.
         y_chroma = _downsample(y_codes, shift_h, shift_w)
 
-        in_h, in_w = inference_size(height, width, self.render_size)
-        y_small = F.interpolate(y_chroma, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
+        in_h, in_w = self.model.inference_size(height, width)
+        source = y_chroma if in_h <= y_chroma.shape[-2] and in_w <= y_chroma.shape[-1] else y_codes.float()
+        y_small = F.interpolate(source, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
         l_small = luma_to_lightness(y_small, bit_depth, full_range)
-        model_in = l_small.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        model_in = l_small.to(self.model.input_dtype).contiguous(memory_format=torch.channels_last)
         features = None
         if isinstance(self.smoother, ModelSmoother):
             features, ab_low = self.model.trunk(model_in)
@@ -228,16 +225,14 @@ def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def colorize_rgb(
-    model: Network, rgb: torch.Tensor, device: torch.device, render_size: int = 256, half: bool = False
-) -> torch.Tensor:
+def colorize_rgb(model: Network, rgb: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A still image: RGB (3, H, W) in [0, 1] -> colorized RGB with the same Lab lightness."""
     lab = rgb_to_lab(rgb.to(device).unsqueeze(0).float())
     lightness = lab[:, :1]
     height, width = lightness.shape[-2:]
-    in_h, in_w = inference_size(height, width, render_size)
+    in_h, in_w = model.inference_size(height, width)
     l_small = F.interpolate(lightness, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
-    model_in = l_small.contiguous(memory_format=torch.channels_last).to(torch.float16 if half else torch.float32)
+    model_in = l_small.contiguous(memory_format=torch.channels_last).to(model.input_dtype)
     ab_low = model(model_in).float()
     l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
     ab = guided_upsample(ab_low, l_low / 100.0, lightness / 100.0)

@@ -46,7 +46,7 @@ class ColorizeOptions:
     model: str | None = None  # a name from weights.toml or a file; None = the default model
     device: str = "auto"
     batch_size: int = 8
-    render_size: int = 256
+    render_size: int | None = None  # None: the model's default (its family's meaning)
     smooth: float | None = None  # temporal smoothing strength, 0..1; 0 = off; None: the mode's default
     temporal: str | None = None  # "none", "blend", "flow", "model"; None: the model's default (temporal_settings)
     half: bool | None = None  # None: half precision on CUDA only
@@ -296,7 +296,7 @@ class Pipeline:
             raise InputError(f"{source}: not a readable image ({exc})") from None
         tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
         runtime = self.runtime
-        out = colorize_rgb(runtime.model, tensor, runtime.device, runtime.render_size, runtime.half)
+        out = colorize_rgb(runtime.model, tensor, runtime.device)
         array = (out.permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
         with atomic.atomic_path(target) as temp:
             Image.fromarray(array).save(temp)
@@ -372,7 +372,7 @@ class Pipeline:
         opts = self.options
         return {
             "model": self.runtime.sha256,
-            "render_size": opts.render_size,
+            "render_size": self.runtime.render_size,
             "temporal": opts.temporal,
             "smooth": opts.smooth,
             "half": self.runtime.half,

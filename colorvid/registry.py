@@ -45,7 +45,11 @@ _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _PACKAGE_DIR = "weights"  # package_file entries live here: pyproject ships "weights/*.safetensors"
-_COMMON_KEYS = ("architecture", "sha256", "size", "license", "description")
+_COMMON_KEYS = ("architecture", "sha256", "license", "description")
+_OPTIONAL_KEYS = ("size", "render_size", "speed")  # size is required of a package file only
+# Speed classes, by frames/s end to end at 480p on a 2-core laptop CPU (benchmarks/throughput.py):
+# "real-time" >= 24, "fast" >= 4, "slow" >= 0.5, "very slow" below.
+SPEED_CLASSES = ("real-time", "fast", "slow", "very slow")
 _PACKAGE_KEYS = ("package_file",)
 _HUB_KEYS = ("hf_repo", "hf_filename", "hf_revision")
 
@@ -57,9 +61,11 @@ class ModelEntry:
     name: str
     architecture: str
     sha256: str
-    size: int  # bytes
+    size: int | None  # bytes; None: not known in advance (a hub file; the sha256 decides)
     license: str
     description: str
+    render_size: int | None = None  # the --render-size this model runs at by default; None: its family's
+    speed: str | None = None  # one of SPEED_CLASSES
     package_file: str | None = None  # as written, relative to the registry's folder
     package_path: Path | None = None  # package_file made absolute
     hf_repo: str | None = None
@@ -96,9 +102,11 @@ class _CommonFields(TypedDict):
     name: str
     architecture: str
     sha256: str
-    size: int
+    size: int | None
     license: str
     description: str
+    render_size: int | None
+    speed: str | None
 
 
 @dataclass(frozen=True)
@@ -180,29 +188,35 @@ def _parse_entry(path: Path, root: Path, name: str, table: object) -> ModelEntry
         raise bad("names use lowercase letters, digits, '.', '_' and '-'")
     if not isinstance(table, dict):
         raise bad("must be a table")
-    unknown = set(table) - set(_COMMON_KEYS) - set(_PACKAGE_KEYS) - set(_HUB_KEYS)
+    unknown = set(table) - set(_COMMON_KEYS) - set(_OPTIONAL_KEYS) - set(_PACKAGE_KEYS) - set(_HUB_KEYS)
     if unknown:
         raise bad(f"unknown key {sorted(unknown)[0]!r}")
     for key in _COMMON_KEYS:
         if key not in table:
             raise bad(f"missing {key!r}")
-    for key in ("architecture", "sha256", "license", "description", *_PACKAGE_KEYS, *_HUB_KEYS):
+    for key in ("architecture", "sha256", "license", "description", "speed", *_PACKAGE_KEYS, *_HUB_KEYS):
         if key in table and not isinstance(table[key], str):
             raise bad(f"{key!r} must be a string")
     sha = table["sha256"]
     if not _SHA256_RE.fullmatch(sha):
         raise bad("'sha256' must be 64 lowercase hex digits")
-    size = table["size"]
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise bad("'size' must be a positive integer (bytes)")
-    common = _CommonFields(name=name, architecture=table["architecture"], sha256=sha, size=size,
-                           license=table["license"], description=table["description"])
+    for key in ("size", "render_size"):
+        value = table.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise bad(f"{key!r} must be a positive integer" + (" (bytes)" if key == "size" else ""))
+    if table.get("speed") is not None and table["speed"] not in SPEED_CLASSES:
+        raise bad(f"'speed' must be one of {', '.join(map(repr, SPEED_CLASSES))}")
+    common = _CommonFields(name=name, architecture=table["architecture"], sha256=sha, size=table.get("size"),
+                           license=table["license"], description=table["description"],
+                           render_size=table.get("render_size"), speed=table.get("speed"))
 
     has_package = "package_file" in table
     hub_keys = [k for k in _HUB_KEYS if k in table]
     if has_package == bool(hub_keys):
         raise bad("give either package_file or hf_repo, hf_filename and hf_revision")
     if has_package:
+        if common["size"] is None:
+            raise bad("missing 'size' (required of a package file)")
         rel = PurePosixPath(table["package_file"])
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise bad("'package_file' must be a path inside the package, like 'weights/NAME.safetensors'")
@@ -238,7 +252,12 @@ def dump_registry(registry: Registry) -> str:
             package_file, _ = entry.package_location()
             lines.append(f"package_file = {_toml_str(package_file)}")
         lines.append(f"sha256 = {_toml_str(entry.sha256)}")
-        lines.append(f"size = {entry.size}")
+        if entry.size is not None:
+            lines.append(f"size = {entry.size}")
+        if entry.render_size is not None:
+            lines.append(f"render_size = {entry.render_size}")
+        if entry.speed is not None:
+            lines.append(f"speed = {_toml_str(entry.speed)}")
         lines.append(f"license = {_toml_str(entry.license)}")
         lines.append(f"description = {_toml_str(entry.description)}")
         lines.append("")
@@ -259,15 +278,18 @@ _REGISTRY_HEADER = """\
 #
 # default = "NAME"           model used when none is named (optional)
 # [models.NAME]              NAME: lowercase letters, digits, '.', '_', '-'
-# architecture = "..."       network the file is for (colorvid.models.effnet_unet.ARCHITECTURE)
+# architecture = "..."       family of the network (colorvid.models.FAMILIES: effnet-lite0-unet, ddcolor, deoldify)
 # package_file = "weights/NAME.safetensors"
 #                            a file shipped in the package, relative to this file's folder
 #   or, for a file on the Hugging Face Hub (downloaded by `colorvid fetch-weights NAME`):
 # hf_repo = "owner/name"
-# hf_filename = "NAME.safetensors"
+# hf_filename = "NAME.pth"
 # hf_revision = "..."        full 40-hex commit sha (never a branch or tag)
 # sha256 = "..."             64 hex digits, checked before every use
-# size = 1234                bytes
+# size = 1234                bytes (optional for a hub file: then the hub's size is taken and the sha256 decides)
+# render_size = 21           optional: the model's default --render-size, where not its family's
+# speed = "slow"             optional: real-time, fast, slow or very slow (frames/s end to end at 480p on a
+#                            2-core CPU: >= 24, >= 4, >= 0.5, below; benchmarks/throughput.py)
 # license = "..."            license of the weights
 # description = "..."
 """
@@ -300,6 +322,8 @@ def register(
     hf_repo: str | None = None,
     hf_revision: str | None = None,
     hf_filename: str | None = None,
+    render_size: int | None = None,
+    speed: str | None = None,
 ) -> ModelEntry:
     """Add ``file`` to a registry as model ``name`` (sha256, size and architecture read from the file).
 
@@ -323,8 +347,10 @@ def register(
         architecture = check_model_file(path)
     except ModelFileError as exc:
         raise WeightsError(f"{path}: {exc}") from None
+    if speed is not None and speed not in SPEED_CLASSES:
+        raise WeightsError(f"speed class '{speed}': choose from {', '.join(SPEED_CLASSES)}")
     common = _CommonFields(name=name, architecture=architecture, sha256=sha256_file(path), size=path.stat().st_size,
-                           license=license, description=description)
+                           license=license, description=description, render_size=render_size, speed=speed)
     if hf_repo is None:
         if hf_revision is not None or hf_filename is not None:
             raise WeightsError("--hf-revision and --hf-filename need --hf-repo")
@@ -355,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     reg = commands.add_parser("register", help="add a weights file to the registry, with its sha256 and size")
-    reg.add_argument("file", help="the .safetensors file (for a package model: colorvid/weights/NAME.safetensors)")
+    reg.add_argument("file", help="the weights file (for a package model: colorvid/weights/NAME.safetensors)")
     reg.add_argument("name", help="model name, e.g. colorvid-base")
     reg.add_argument("--license", required=True, help="license of the weights, e.g. MIT")
     reg.add_argument("--description", required=True, help="one line shown by `colorvid weights`")
@@ -365,12 +391,15 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--hf-repo", help="the file is on the Hugging Face Hub in this repository (owner/name)")
     reg.add_argument("--hf-revision", help="full commit sha of that repository holding the file")
     reg.add_argument("--hf-filename", help="file name in the repository (default: FILE's name)")
+    reg.add_argument("--render-size", type=int, help="the model's default --render-size, where not its family's")
+    reg.add_argument("--speed", choices=SPEED_CLASSES, help="speed class (see the registry's header)")
     args = parser.parse_args(argv)
     try:
         entry = register(
             args.file, args.name, license=args.license, description=args.description,
             registry_file=args.registry, make_default=args.default, replace_existing=args.replace,
             hf_repo=args.hf_repo, hf_revision=args.hf_revision, hf_filename=args.hf_filename,
+            render_size=args.render_size, speed=args.speed,
         )
     except WeightsError as exc:
         print(f"colorvid.registry: error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ and make a :class:`~colorvid.colorizer.FrameColorizer` from it for every video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -15,6 +15,7 @@ from colorvid.colorizer import FrameColorizer
 from colorvid.errors import ColorizeError
 from colorvid.models import Network
 from colorvid.smoothing import temporal_settings
+from colorvid.weights import ModelFile
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -47,10 +48,10 @@ class LoadedModel:
     device: torch.device
     half: bool
     name: str | None  # as the user gave it (a registry name or a file); None: the registry's default
-    render_size: int
+    render_size: int  # as the model applies it (its family's meaning)
     temporal: str  # "none", "blend", "flow" or "model", settled for this model
     smooth: float
-    _sha256: str | None = field(default=None, repr=False)
+    file: ModelFile
 
     @classmethod
     def load(
@@ -58,44 +59,44 @@ class LoadedModel:
         name: str | None = None,
         device: str = "auto",
         half: bool | None = None,
-        render_size: int = 256,
+        render_size: int | None = None,
         temporal: str | None = None,
         smooth: float | None = None,
     ) -> LoadedModel:
-        """Resolve and load a model (see :func:`colorvid.weights.open_model`).
+        """Resolve and load a model (see :func:`colorvid.weights.locate`).
 
-        ``half`` None means half precision on CUDA only; ``temporal`` and ``smooth``
-        None mean the model's defaults (:func:`colorvid.smoothing.temporal_settings`).
+        ``half`` None means half precision on CUDA only (bf16 for DDColor); ``render_size``
+        None, the model's default (its registry entry's, else its family's); ``temporal``
+        and ``smooth`` None, the model's defaults (:func:`colorvid.smoothing.temporal_settings`).
 
         Raises:
-            ColorizeError: the device is not available, or the temporal settings do not fit the model.
+            ColorizeError: the device is not available, the render size does not fit the
+                model's family, or the temporal settings do not fit the model.
             WeightsError: the model cannot be found, verified or loaded.
         """
-        from colorvid.weights import open_model
+        from colorvid.weights import locate
 
         try:
             torch_device = select_device(device)
         except ValueError as exc:
             raise ColorizeError(str(exc)) from None
         half = half if half is not None else torch_device.type == "cuda"
-        model = open_model(name, torch_device, half, optimize=True)
+        file = locate(name)
+        try:
+            model = file.load(torch_device, half, optimize=True, render_size=render_size)
+        except ValueError as exc:
+            raise ColorizeError(f"--render-size: {exc}") from None
         has_head = getattr(model, "temporal", None) is not None
         try:
             temporal, smooth = temporal_settings(temporal, smooth, has_head)
         except ValueError as exc:
             raise ColorizeError(f"{name or 'the default model'}: {exc}") from None
-        return cls(model, torch_device, half, name, render_size, temporal, smooth)
+        return cls(model, torch_device, half, name, model.render_size, temporal, smooth, file)
 
     @property
     def sha256(self) -> str:
         """The weights file's sha256: what identifies the model in a resumable run's settings."""
-        if self._sha256 is None:
-            from colorvid.registry import load_registry, sha256_file
-            from colorvid.weights import resolve
-
-            registry = load_registry()
-            self._sha256 = sha256_file(resolve(self.name or registry.default_name(), registry))
-        return self._sha256
+        return self.file.sha256
 
     def frame_colorizer(
         self,
@@ -109,8 +110,7 @@ class LoadedModel:
         """A colorizer for one video's frames, written in ``matrix``/``full_range`` Y'CbCr
         (see :class:`FrameColorizer`); ``smoothing`` False colorizes each frame on its own."""
         return FrameColorizer(
-            self.model, self.device, matrix, full_range, self.render_size,
-            self.smooth if smoothing else 0.0, self.half,
+            self.model, self.device, matrix, full_range, self.smooth if smoothing else 0.0,
             temporal=self.temporal if smoothing else None,
             source_matrix=source_matrix, source_full_range=source_full_range,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,21 +39,24 @@ class ModelRow:
     """One line of :func:`list_models`."""
 
     name: str
-    size: int  # bytes
+    family: str  # the architecture
+    size: int | None  # bytes; None: not known until downloaded
     license: str
     installed: bool  # present on disk (the hash is checked on use, not here)
     default: bool
     description: str
     location: str  # the local file if installed, else where fetch-weights gets it
+    speed: str | None  # speed class (registry.SPEED_CLASSES)
+    render_size: int | None  # the registry's default --render-size; None: the family's
 
 
 # --- verifying ---------------------------------------------------------------------
 
 
 def _mismatch(entry: ModelEntry, path: Path) -> str | None:
-    """None if ``path`` has the entry's size and sha256, else what differs."""
+    """None if ``path`` has the entry's size (where known) and sha256, else what differs."""
     size = path.stat().st_size
-    if size != entry.size:
+    if entry.size is not None and size != entry.size:
         return f"size {size} bytes, expected {entry.size}"
     actual = sha256_file(path)
     if actual != entry.sha256:
@@ -279,7 +282,7 @@ def _check_remote(entry: ModelEntry, endpoint: str) -> None:
         meta = get_hf_file_metadata(url, timeout=_etag_timeout(), endpoint=endpoint)
     except Exception as exc:  # noqa: BLE001
         raise _download_error(entry, endpoint, exc) from None
-    if meta.size is not None and meta.size != entry.size:
+    if meta.size is not None and entry.size is not None and meta.size != entry.size:
         raise WeightsError(
             f"model '{entry.name}': {endpoint} serves {entry.hf_repo}/{entry.hf_filename} with {meta.size} bytes, "
             f"expected {entry.size}; not downloading"
@@ -358,12 +361,77 @@ def list_models(registry: Registry | None = None, *, cache_dir: str | os.PathLik
         else:
             _, package_path = entry.package_location()
             local = package_path if package_path.is_file() else None
+        size = entry.size if entry.size is not None or local is None else local.stat().st_size
         rows.append(ModelRow(
-            name=name, size=entry.size, license=entry.license, installed=local is not None,
+            name=name, family=entry.architecture, size=size, license=entry.license, installed=local is not None,
             default=name == registry.default, description=entry.description,
             location=str(local) if local is not None else entry.source,
+            speed=entry.speed, render_size=entry.render_size,
         ))
     return rows
+
+
+@dataclass
+class ModelFile:
+    """A located, verified weights file, and the registry entry it was found by (None for a path)."""
+
+    path: Path
+    entry: ModelEntry | None
+    _sha256: str | None = field(default=None, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """The file's sha256 (a registry file's, verified when it was located)."""
+        if self._sha256 is None:
+            self._sha256 = self.entry.sha256 if self.entry is not None else sha256_file(self.path)
+        return self._sha256
+
+    def load(
+        self,
+        device: torch.device | str = "cpu",
+        half: bool = False,
+        *,
+        fuse: bool = True,
+        optimize: bool = False,
+        render_size: int | None = None,
+    ) -> Network:
+        """The network, loaded for inference (see :func:`colorvid.models.load_model`); ``render_size``
+        None is the registry entry's default, else the family's.
+
+        Raises:
+            WeightsError: the file is not a model this colorvid can load.
+            ValueError: ``render_size`` does not fit the model's family.
+        """
+        from colorvid.models import load_model
+
+        from_registry = render_size is None and self.entry is not None and self.entry.render_size is not None
+        if from_registry:
+            assert self.entry is not None
+            render_size = self.entry.render_size
+        try:
+            return load_model(self.path, device=device, half=half, fuse=fuse, optimize=optimize,
+                              render_size=render_size)
+        except ModelFileError as exc:
+            raise WeightsError(f"{self.path}: {exc}") from None
+        except ValueError as exc:
+            if not from_registry:
+                raise
+            assert self.entry is not None
+            raise WeightsError(f"model '{self.entry.name}': the registry's render_size does not fit: {exc}") from None
+
+
+def locate(name_or_path: str | os.PathLike | None = None, registry: Registry | None = None) -> ModelFile:
+    """The file of a model name (None = the registry default) or path, verified as :func:`resolve`
+    does, except that a path is not read here (loading it checks it).
+
+    Raises:
+        WeightsError: as :func:`resolve`.
+    """
+    registry = registry if registry is not None else load_registry()
+    if name_or_path is None:
+        name_or_path = registry.default_name()
+    path = _resolve(name_or_path, registry, None, None, check_file=False)
+    return ModelFile(path, registry.models.get(os.fspath(name_or_path)))
 
 
 def open_model(
@@ -373,23 +441,13 @@ def open_model(
     *,
     fuse: bool = True,
     optimize: bool = False,
+    render_size: int | None = None,
     registry: Registry | None = None,
 ) -> Network:
-    """Resolve a model (None = the registry default) and load it for inference
-    (see :func:`colorvid.models.load_model` for ``fuse`` and ``optimize``).
+    """Resolve a model (None = the registry default) and load it for inference (see :meth:`ModelFile.load`).
 
     Raises:
         WeightsError: as :func:`resolve`, or the file is not a model this colorvid can load.
+        ValueError: ``render_size`` does not fit the model's family.
     """
-    from colorvid.models import load_model
-
-    registry = registry if registry is not None else load_registry()
-    if name_or_path is None:
-        name_or_path = registry.default_name()
-    path = _resolve(name_or_path, registry, None, None, check_file=False)  # load_model checks the file
-    try:
-        return load_model(path, device=device, half=half, fuse=fuse, optimize=optimize)
-    except ModelFileError as exc:
-        raise WeightsError(f"{path}: {exc}") from None
-
-
+    return locate(name_or_path, registry).load(device, half, fuse=fuse, optimize=optimize, render_size=render_size)

@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules: small model files, the in-process CLI runner,
-and the ``gpu`` marker's skip. Helper functions are in media.py."""
+a fake Hugging Face Hub, and the ``gpu`` marker's skip. Helper functions are in media.py
+(and fake_hub.py for the hub)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from colorvid import cli
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 
 sys.path.insert(0, os.path.dirname(__file__))  # `from media import ...` in any test module
+from fake_hub import FakeHub  # noqa: E402
 from media import TINT_AB  # noqa: E402
 
 
@@ -80,3 +82,24 @@ def run(capsys, monkeypatch) -> CliRunner:
     """``status, err = run(["colorize", ...])``; ``run.out`` is the run's stdout."""
     monkeypatch.delenv("COLORVID_DEBUG", raising=False)  # errors as users see them, not tracebacks
     return CliRunner(capsys, monkeypatch)
+
+
+# --- a fake Hugging Face Hub -----------------------------------------------------
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A FakeHub as HF_ENDPOINT, with an empty huggingface_hub cache in tmp_path / "hf" / "hub"."""
+    from huggingface_hub import constants
+
+    fake = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read at import: keep the tests hermetic
+    yield fake
+    fake.close()

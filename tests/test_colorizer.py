@@ -14,6 +14,7 @@ from colorvid.smoothing import DEFAULT_STRENGTH, MotionSmoother, TemporalSmoothe
 def random_model():
     torch.manual_seed(0)
     model = Colorizer(ModelConfig()).eval()
+    model.render_size = 64
     return fuse_conv_bn(model)
 
 
@@ -30,7 +31,7 @@ def _frames(width, height, count, rng):
 def test_luma_is_untouched_and_chroma_is_written(random_model, work_format, size: tuple[int, int]):
     rng = np.random.default_rng(0)
     frames = _frames(*size, 3, rng)
-    colorizer = FrameColorizer(random_model, torch.device("cpu"), "bt601", render_size=64)
+    colorizer = FrameColorizer(random_model, torch.device("cpu"), "bt601")
     out = colorizer.colorize_frames(frames, work_format)
     dtype = np.uint16 if WORK_FORMATS[work_format][0] > 8 else np.uint8
     for src, dst in zip(frames, out):
@@ -46,7 +47,7 @@ def test_input_frames_are_not_modified(random_model):
     frames = _frames(64, 48, 2, np.random.default_rng(1))
     yuv = [f.reformat(format="yuv420p") for f in frames]
     before = [f.to_ndarray().copy() for f in yuv]
-    FrameColorizer(random_model, torch.device("cpu"), "bt709", render_size=64).colorize_frames(yuv, "yuv420p")
+    FrameColorizer(random_model, torch.device("cpu"), "bt709").colorize_frames(yuv, "yuv420p")
     assert all(np.array_equal(b, f.to_ndarray()) for b, f in zip(before, yuv))
 
 
@@ -169,7 +170,7 @@ def test_temporal_settings_that_contradict_are_refused(temporal, smooth):
 @pytest.mark.parametrize("temporal,kind", [(None, TemporalSmoother), ("blend", TemporalSmoother),
                                            ("flow", MotionSmoother)])
 def test_colorizer_builds_the_chosen_smoother(random_model, temporal, kind):
-    colorizer = FrameColorizer(random_model, torch.device("cpu"), "bt601", render_size=64, smooth=0.5,
+    colorizer = FrameColorizer(random_model, torch.device("cpu"), "bt601", smooth=0.5,
                                temporal=temporal)
     assert type(colorizer.smoother) is kind and colorizer.smoother.strength == 0.5
     out = colorizer.colorize_frames(_frames(64, 48, 3, np.random.default_rng(2)), "yuv420p")

@@ -175,7 +175,7 @@ def test_pickles_that_need_unsafe_globals_are_refused(tmp_path):
 
 def test_variant_names_and_render_factors(artistic, artistic_model):
     path, _ = artistic
-    assert artistic_model.render_factor == 35 and artistic_model.render_size == 560
+    assert artistic_model.render_factor == artistic_model.render_size == 35 and artistic_model.square_size == 560
     assert deoldify.DEFAULT_RENDER_FACTOR == {"deoldify-artistic": 35, "deoldify-stable": 35, "deoldify-video": 21}
     assert deoldify.render_pixels(21) == 336
     with pytest.raises(ModelFileError, match="not deoldify-video"):

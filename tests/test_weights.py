@@ -1,9 +1,9 @@
 """Weights registry, fetch, cache and verification.
 
-Hub downloads go through huggingface_hub's real code against FakeHub, a small
-HTTP server on 127.0.0.1 that answers the Hub's resolve API. The model is the
-``tiny_model`` fixture (a random-initialised Colorizer); nothing depends on the
-shipped weights.
+Hub downloads go through huggingface_hub's real code against FakeHub (fake_hub.py,
+served by the ``hub`` fixture of conftest.py), a small HTTP server on 127.0.0.1
+that answers the Hub's resolve API. The model is the ``tiny_model`` fixture (a
+random-initialised Colorizer); nothing depends on the shipped weights.
 """
 
 from __future__ import annotations
@@ -13,22 +13,17 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
+from fake_hub import HUB_FILE, HUB_REPO, HUB_REVISION, cached_files
 
 from colorvid import registry as model_registry
 from colorvid import weights
 from colorvid.errors import WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HUB_REPO = "colorvid-test/random-weights"
-HUB_FILE = "random.safetensors"
-HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 # --- fixtures --------------------------------------------------------------------
@@ -37,100 +32,6 @@ HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture(scope="session")
 def model_sha(tiny_model) -> str:
     return hashlib.sha256(tiny_model.read_bytes()).hexdigest()
-
-
-class FakeHub:
-    """Just enough of the Hub's resolve API for hf_hub_download, as the Hub serves an LFS file.
-
-    HEAD and GET /{repo}/resolve/{revision}/{filename} answer 302 with X-Repo-Commit,
-    X-Linked-Etag (the sha256) and X-Linked-Size, and a Location on a storage host.
-    That host is this server reached as "localhost", another origin than
-    127.0.0.1, so huggingface_hub reads the metadata off the redirect and then
-    GETs the storage URL, as it does with the Hub's CDN.
-    """
-
-    def __init__(self) -> None:
-        self.files: dict[tuple[str, str, str], tuple[bytes, str]] = {}  # -> (bytes served, sha256 advertised)
-        self.requests: list[tuple[str, str]] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_HEAD(self) -> None:
-                hub._answer(self, body=False)
-
-            def do_GET(self) -> None:
-                hub._answer(self, body=True)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add(self, data: bytes, sha256: str | None = None, repo=HUB_REPO, revision=HUB_REVISION, filename=HUB_FILE):
-        self.files[(repo, revision, filename)] = (data, sha256 or hashlib.sha256(data).hexdigest())
-
-    def count(self, method: str) -> int:
-        return sum(1 for m, _ in self.requests if m == method)
-
-    def _answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
-        path = unquote(urlsplit(handler.path).path)
-        self.requests.append((handler.command, path))
-        keys = list(self.files)
-        resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
-        storage = re.fullmatch(r"/storage/(\d+)", path)
-        key = (resolve[1], resolve[2], resolve[3]) if resolve else None  # (repo, revision, filename)
-        if key in self.files:
-            data, sha = self.files[key]
-            handler.send_response(302)
-            handler.send_header("Location", f"http://localhost:{self.port}/storage/{keys.index(key)}")
-            handler.send_header("X-Repo-Commit", key[1])  # the revision
-            handler.send_header("X-Linked-Etag", f'"{sha}"')
-            handler.send_header("X-Linked-Size", str(len(data)))
-            handler.send_header("ETag", '"0000000000000000000000000000000000000000"')  # git oid of the LFS pointer
-            handler.send_header("Content-Length", "0")
-            handler.end_headers()
-        elif storage and int(storage.group(1)) < len(keys):
-            data, _ = self.files[keys[int(storage.group(1))]]
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/octet-stream")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            if body:
-                handler.wfile.write(data)
-        else:
-            handler.send_response(404)
-            handler.send_header("X-Error-Code", "EntryNotFound")
-            handler.send_header("X-Error-Message", "Entry not found")
-            handler.send_header("Content-Length", "0")
-            handler.end_headers()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """A FakeHub as HF_ENDPOINT, with an empty huggingface_hub cache in tmp_path."""
-    from huggingface_hub import constants
-
-    fake = FakeHub()
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read at import: keep the tests hermetic
-    yield fake
-    fake.close()
 
 
 def write_registry(folder: Path, text: str) -> Path:
@@ -172,11 +73,6 @@ description = "random weights in the package"
 """)
     monkeypatch.setenv(model_registry.REGISTRY_ENV, str(path))
     return model_registry.load_registry()
-
-
-def cached_files(cache: Path) -> list[Path]:
-    """Regular files in a huggingface_hub cache, less its bookkeeping (locks, CACHEDIR.TAG)."""
-    return [p for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts and p.name != "CACHEDIR.TAG"]
 
 
 def free_port() -> int:
@@ -465,10 +361,12 @@ def test_cli_weights_lists_models(hub, registry, run):
     status, err = run(["weights"])
     assert status == 0, err
     lines = run.out.splitlines()
-    assert lines[0].split() == ["NAME", "SIZE", "LICENSE", "INSTALLED", "DEFAULT", "DESCRIPTION"]
+    assert lines[0].split() == ["NAME", "FAMILY", "SIZE", "SPEED", "LICENSE", "CACHED", "DEFAULT", "DESCRIPTION"]
     size_mb = f"{registry.models['hubby'].size / 1e6:.1f}"
-    assert lines[1].split() == ["hubby", size_mb, "MB", "MIT", "no", "*", "random", "weights", "on", "the", "hub"]
-    assert lines[2].split()[:5] == ["packed", size_mb, "MB", "Apache-2.0", "yes"]
+    family = "effnet-lite0-unet"
+    assert lines[1].split() == ["hubby", family, size_mb, "MB", "?", "MIT", "no", "*", "random", "weights", "on",
+                                "the", "hub"]
+    assert lines[2].split()[:7] == ["packed", family, size_mb, "MB", "?", "Apache-2.0", "yes"]
 
 
 def test_cli_fetch_weights(hub, registry, tiny_model, run):
@@ -478,7 +376,7 @@ def test_cli_fetch_weights(hub, registry, tiny_model, run):
     path = Path(run.out.strip())
     assert path.is_file() and model_registry.sha256_file(path) == registry.models["hubby"].sha256
     run(["weights"])
-    assert run.out.splitlines()[1].split()[4] == "yes"
+    assert run.out.splitlines()[1].split()[6] == "yes"
 
     status, err = run(["fetch-weights"])  # the default model, now cached
     assert (status, run.out.strip()) == (0, str(path)), err

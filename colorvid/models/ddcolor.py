@@ -189,7 +189,32 @@ def load(
     optimize: bool = False,
     render_size: int | None = None,
 ) -> DDColorColorizer:
-    """Load a DDColor weights file for inference: eval mode, on ``device``, as a :class:`DDColorColorizer`.
+    """Load a DDColor weights file for inference (see :func:`from_state`).
+
+    Raises:
+        ModelFileError: the file is not a DDColor model this version loads.
+        ValueError: ``render_size`` is not a positive multiple of 32.
+    """
+    _input_size(render_size)  # before reading a big file
+    return from_state(read_state(path), device, half, fuse, optimize, render_size)
+
+
+def _input_size(render_size: int | None) -> int:
+    input_size = DEFAULT_INPUT_SIZE if render_size is None else int(render_size)
+    if input_size <= 0 or input_size % INPUT_MULTIPLE:
+        raise ValueError(f"DDColor's input size must be a positive multiple of {INPUT_MULTIPLE}, not {render_size}")
+    return input_size
+
+
+def from_state(
+    state: Mapping[str, torch.Tensor],
+    device: torch.device | str = "cpu",
+    half: bool = False,
+    fuse: bool = True,
+    optimize: bool = False,
+    render_size: int | None = None,
+) -> DDColorColorizer:
+    """A DDColor state dict made ready for inference: eval mode, on ``device``, as a :class:`DDColorColorizer`.
 
     ``half`` runs the network in bfloat16 (DDColor is unreliable in fp16); ``fuse``
     folds the spectral normalization into plain weights (computed in fp32 before
@@ -197,13 +222,11 @@ def load(
     side of the square the network sees (default :data:`DEFAULT_INPUT_SIZE`).
 
     Raises:
-        ModelFileError: the file is not a DDColor model this version loads.
+        ModelFileError: the state dict is not a DDColor model this version loads.
         ValueError: ``render_size`` is not a positive multiple of 32.
     """
-    input_size = DEFAULT_INPUT_SIZE if render_size is None else int(render_size)
-    if input_size <= 0 or input_size % INPUT_MULTIPLE:
-        raise ValueError(f"DDColor's input size must be a positive multiple of {INPUT_MULTIPLE}, not {render_size}")
-    state = read_state(path)
+    del optimize
+    input_size = _input_size(render_size)
     variant = _variant(state)
     net = _build(state, variant)
     del state
@@ -231,7 +254,10 @@ class DDColorColorizer(nn.Module):
     no antialiasing). The original brings ab back with ``F.interpolate``'s default
     "nearest"; ``ab_resize`` is "bilinear" here, which does not repeat ab in
     blocks when the frame is larger than the square ("nearest" reproduces the
-    original exactly).
+    original exactly). colorvid's pipeline never resizes here: it gives the
+    network the square (:meth:`inference_size`) and brings ab to the frame's size
+    with the guided filter on luma that every family's colors go through, which
+    follows the frame's edges where either resize would blur or block them.
     """
 
     def __init__(self, net: nn.Module, variant: str, input_size: int = DEFAULT_INPUT_SIZE, ab_resize: str = "bilinear"):
@@ -242,6 +268,23 @@ class DDColorColorizer(nn.Module):
         self.ab_resize = ab_resize
         # where the encoder leaves its features for the decoder (forward hooks)
         self._hooks = list(getattr(net.get_submodule("encoder"), "hooks"))
+
+    temporal = None  # no previous-frame head: colorvid smooths this family's colors with the flow
+
+    @property
+    def render_size(self) -> int:
+        return self.input_size
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32  # the lightness is turned into RGB in fp32, then cast to the network's dtype
+
+    def inference_size(self, height: int, width: int) -> tuple[int, int]:
+        """The square the original stretches every image to: the network's ab comes back at that size."""
+        return self.input_size, self.input_size
+
+    def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError("DDColor has no previous-frame head")
 
     def forward(self, lightness: torch.Tensor) -> torch.Tensor:
         if lightness.dim() != 4 or lightness.shape[1] != 1:

@@ -423,9 +423,28 @@ class DeOldifyColorizer(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("gray_weights", torch.tensor(_GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
 
+    temporal = None  # no previous-frame head: colorvid smooths this family's colors with the flow
+
     @property
     def render_size(self) -> int:
+        """What --render-size sets for this family: the render factor."""
+        return self.render_factor
+
+    @property
+    def square_size(self) -> int:
+        """The side in pixels of the square the generator sees."""
         return render_pixels(self.render_factor)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32  # the lightness is turned into RGB in fp32, then cast to the generator's dtype
+
+    def inference_size(self, height: int, width: int) -> tuple[int, int]:
+        """The square the generator sees: its colors come back at that size."""
+        return self.square_size, self.square_size
+
+    def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError("DeOldify has no previous-frame head")
 
     def forward(self, lightness: torch.Tensor) -> torch.Tensor:
         out_dtype = lightness.dtype
@@ -435,7 +454,7 @@ class DeOldifyColorizer(nn.Module):
         rgb = lab_to_rgb(torch.cat((lightness, zeros, zeros), dim=1))
         # the original's convert("LA").convert("RGB"); a no-op up to rounding for a gray
         gray = (rgb * self.gray_weights).sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-        size = self.render_size
+        size = self.square_size
         square = F.interpolate(gray, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         dtype = next(self.generator.parameters()).dtype
         out = self.generator(((square - self.mean) / self.std).to(dtype)).float()
@@ -584,22 +603,44 @@ def load(
     *,
     variant: str | None = None,
 ) -> DeOldifyColorizer:
-    """Load a DeOldify generator file for inference: a :class:`DeOldifyColorizer` in eval mode on ``device``.
+    """Load a DeOldify generator file for inference (see :func:`from_state`).
+
+    Raises:
+        ModelFileError: not a DeOldify generator file, or one whose tensors do not
+            all match the layout (the message names the keys).
+        ValueError: ``render_size`` is not a positive render factor.
+    """
+    return from_state(read_state(path), device, half, fuse, optimize, render_size, variant=variant)
+
+
+def from_state(
+    state: Mapping[str, torch.Tensor],
+    device: torch.device | str = "cpu",
+    half: bool = False,
+    fuse: bool = True,
+    optimize: bool = False,
+    render_size: int | None = None,
+    *,
+    variant: str | None = None,
+) -> DeOldifyColorizer:
+    """A DeOldify generator state dict made ready for inference: a :class:`DeOldifyColorizer` in eval mode.
 
     ``render_size`` is a render factor (the square side is 16x it); None takes the
     variant's default. ``variant`` may name "deoldify-video" for the video weights
     (the stable layout with its default render factor of 21); otherwise the
-    layout found in the file names it. ``half`` runs the generator in fp16
+    layout found in the state names it. ``half`` runs the generator in fp16
     (meant for CUDA); ``fuse`` folds batch norms into the convolutions before
     them. ``optimize`` is accepted for the loader's common interface and changes
     nothing here.
 
     Raises:
-        ModelFileError: not a DeOldify generator file, or one whose tensors do not
+        ModelFileError: not a DeOldify generator, or one whose tensors do not
             all match the layout (the message names the keys).
+        ValueError: ``render_size`` is not a positive render factor.
     """
     del optimize
-    state = read_state(path)
+    if render_size is not None and int(render_size) < 1:
+        raise ValueError(f"DeOldify's render factor must be positive, not {render_size}")
     layout = matches(state)
     if layout is None:
         raise ModelFileError("not a DeOldify generator (ResNet-34 deep or ResNet-101 wide U-Net) state dict")
@@ -610,6 +651,7 @@ def load(
     generator = build_generator(layout, device="meta")
     _checked_layout(state, generator)
     weights = fold_norms(state, generator)
+    del state
     for key, value in generator.state_dict().items():
         if _optional(key) and key not in weights:
             weights[key] = torch.zeros_like(value, device="cpu")
@@ -618,8 +660,6 @@ def load(
     if fuse:
         generator.fuse()
     factor = DEFAULT_RENDER_FACTOR[name] if render_size is None else int(render_size)
-    if factor < 1:
-        raise ValueError(f"render factor must be positive, not {factor}")
     model = DeOldifyColorizer(generator, name, factor).eval()
     model.to(device)
     if half:
