@@ -168,7 +168,7 @@ def add_pipeline_arguments(parser) -> None:
     parser.add_argument("--model", help="model name or file (default: the registry default)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--render-size", type=int, default=256)
+    parser.add_argument("--render-size", type=int, default=None, help="default: the model's")
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

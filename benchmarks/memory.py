@@ -92,7 +92,9 @@ def main() -> None:
         _common.repeat_clip(chunk, source, repeats)
         command = [sys.executable, "-m", "colorvid", "-q", "colorize", str(source), "-o",
                    str(workdir / f"out-{source.stem}.mp4"), "--overwrite", "--device", args.device,
-                   "--batch-size", str(args.batch_size), "--render-size", str(args.render_size)]
+                   "--batch-size", str(args.batch_size)]
+        if args.render_size is not None:
+            command += ["--render-size", str(args.render_size)]
         if model is not None:
             command += ["--model", model]
         print(f"colorizing {source.name} ({repeats * chunk_seconds / 60:g} min) ...", flush=True)

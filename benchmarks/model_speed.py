@@ -18,7 +18,6 @@ import time
 import _common
 import torch
 
-from colorvid.models.effnet_unet import inference_size
 from colorvid.runtime import select_device
 from colorvid.weights import open_model
 
@@ -67,13 +66,13 @@ def main() -> None:
     model_name = _common.resolve_model(args.model, workdir)
     device = select_device(args.device)
     model = open_model(model_name, device, args.half, optimize=True)
-    dtype = torch.float16 if args.half else torch.float32
+    dtype = model.input_dtype
     threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
     precision = "fp16" if args.half else "fp32"
     graph = "frozen" if device.type == "cpu" and not args.half else "eager"
     print(f"device: {device}{threads}, {precision}, fused, channels_last, {graph}, inference_mode")
 
-    sizes = [("256x256", (256, 256)), ("16:9 (720p/1080p)", inference_size(720, 1280, 256))]
+    sizes = [("256x256", (256, 256)), ("16:9 (720p/1080p)", model.inference_size(720, 1280))]
     rows = [("INPUT", "SIZE", "BATCH", "FRAMES/S", "MS/FRAME", "VS TARGET 40")]
     for label, (height, width) in sizes:
         fps, runs = measure(model, device, dtype, args.batch_size, height, width, args.seconds)
