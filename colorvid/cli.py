@@ -104,6 +104,17 @@ def model_options(command):
     return model_option(device_option(command))
 
 
+def _truth_keyframes(param: click.Parameter, value: str | None) -> str | None:
+    from colorvid.evaluate import TruthKeyframes
+
+    if value is not None:
+        try:
+            TruthKeyframes(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param=param) from None
+    return value
+
+
 def _ranges_parser(name: str):
     """A click callback parsing an option with ``colorvid.ranges.<name>`` (ValueError: usage error)."""
 
@@ -181,10 +192,17 @@ def _tqdm_progress(quiet: bool):
               help="Length of the independently encoded pieces: the most a resume redoes.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append one JSON line per file (input, output, status, frames, seconds, error) to this file.")
+@click.option("--keyframes", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder of color keyframes (frame_NNNNNN.png/.jpg/.tif, NNNNNN the 1-based frame number, "
+                   "e.g. painted from 'colorvid keyframes extract'): their colors are carried through their shots.")
+@click.option("--keyframes-model", default=None, metavar="NAME|FILE",
+              help="Color the first frame of each shot with this (slower, stronger) model and carry its colors "
+                   "through the shot with the main model's pipeline, e.g. --keyframes-model ddcolor-artistic.")
 @verbosity_options
 @click.pass_context
 def colorize(ctx, inputs, output, model, device, batch_size, render_size, temporal, smooth, codec, crf, preset, pix_fmt,
-             half, overwrite, skip_existing, suffix, resume, deinterlace, segment, time_range, chunk_seconds, report):
+             half, overwrite, skip_existing, suffix, resume, deinterlace, segment, time_range, chunk_seconds, report,
+             keyframes, keyframes_model):
     """Colorize videos (or still images).
 
     A run can be stopped at any time (Ctrl-C, kill, power loss) and continued
@@ -205,6 +223,8 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         raise click.UsageError("--segment and --range exclude each other")
     if (segment or time_range) and len(inputs) != 1:
         raise click.UsageError("--segment and --range take one input file")
+    if keyframes is not None and (len(inputs) != 1 or os.path.isdir(inputs[0])):
+        raise click.UsageError("--keyframes takes one input film (its keyframes are numbered by its frames)")
     try:
         temporal_settings(temporal, smooth, has_head=True)  # the model's own default is settled when it is loaded
     except ValueError as exc:
@@ -215,7 +235,8 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         model=model, device=device, batch_size=batch_size, render_size=render_size, smooth=smooth, temporal=temporal,
         half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite,
         skip_existing=skip_existing, suffix=suffix, resume=resume, chunk_seconds=chunk_seconds,
-        deinterlace="bwdif" if deinterlace else None, segment=segment, time_range=time_range,
+        deinterlace="bwdif" if deinterlace else None, segment=segment, time_range=time_range, keyframes=keyframes,
+        keyframes_model=keyframes_model,
     )
 
     def tell(result: pipeline.FileResult) -> None:
@@ -354,11 +375,19 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
 @click.option("--ssim-every", type=click.IntRange(min=1), default=None,
               help="SSIM on every N-th frame (SSIM is slow). Default: every frame up to 640x360, "
                    "every k-th frame above, k growing with the pixel count (9 at 1080p).")
+@click.option("--keyframes-from-truth", "truth_keys", default=None, metavar="first|shots|N",
+              callback=lambda ctx, param, value: _truth_keyframes(param, value),
+              help="Give the colorizer some of the references' own frames as keyframes, as a colorist's: "
+                   "the first frame, the first of each shot, or every N-th frame.")
+@click.option("--keyframes", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="As in 'colorize': a folder of painted keyframes for the (one) reference.")
+@click.option("--keyframes-model", default=None, metavar="NAME|FILE",
+              help="As in 'colorize': this model colors the first frame of each shot, carried through the shot.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per clip and the mean) instead of a table.")
 @verbosity_options
 @click.pass_context
 def evaluate(ctx, references, colorized, model, device, batch_size, render_size, temporal, smooth, max_frames,
-             ssim_every, as_json):
+             ssim_every, truth_keys, keyframes, keyframes_model, as_json):
     """Score colorization against the color originals, beside a gray baseline.
 
     A REFERENCE is a color video, a folder of frames (images in name order),
@@ -392,11 +421,13 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
         temporal_settings(temporal, smooth, has_head=True)  # the model's own default is settled when it is loaded
     except ValueError as exc:
         raise click.UsageError(f"--temporal and --smooth: {exc}") from None
+    if keyframes is not None and (len(references) != 1 or colorized is not None):
+        raise click.UsageError("--keyframes takes one reference video and no --colorized")
 
     options = EvaluateOptions(
         colorize=ColorizeOptions(model=model, device=device, batch_size=batch_size, render_size=render_size,
-                                 smooth=smooth, temporal=temporal),
-        max_frames=max_frames, ssim_every=ssim_every,
+                                 smooth=smooth, temporal=temporal, keyframes_model=keyframes_model),
+        max_frames=max_frames, ssim_every=ssim_every, keyframes_from_truth=truth_keys, keyframes=keyframes,
     )
     result = run_evaluation(list(references), colorized, options, progress=_tqdm_progress(ctx.obj["quiet"]))
     click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False) if as_json else format_table(result))
@@ -499,6 +530,43 @@ def frames_stitch(directory: str, output: str, audio_from: str | None, overwrite
     log.info("%s: %d frames written", output, count)
 
 
+# --- keyframes ---------------------------------------------------------------
+
+
+@cli.group()
+def keyframes() -> None:
+    """Pick the frames of a film to color by hand: one per shot.
+
+    \b
+    colorvid keyframes extract film.mp4 keys/ --every 10
+    """
+
+
+@keyframes.command("extract")
+@click.argument("film", metavar="FILM")
+@click.argument("directory", metavar="DIR")
+@click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Also take a frame whenever SECONDS have passed since the shot's last keyframe.")
+@click.option("--format", "image_format", type=click.Choice(["png", "jpg", "tiff"]), default="png", show_default=True,
+              help="png and tiff are lossless (16 bits per channel for >8-bit video).")
+@click.option("--overwrite", is_flag=True, help="Replace frames extracted into DIR before.")
+@verbosity_options
+def keyframes_extract(film: str, directory: str, every: float | None, image_format: str, overwrite: bool) -> None:
+    """Write one frame per shot of FILM into DIR.
+
+    The first frame of every shot (found by the scene-cut detector colorize
+    uses), and with --every more in long shots, become images named as
+    'frames extract' names them (frame_000001.png is the film's first
+    frame), plus manifest.json with each keyframe's timestamp, frame index,
+    time and shot.
+    """
+    from colorvid.keyframes import extract_keyframes
+
+    found = extract_keyframes(film, directory, every=every, image_format=image_format, overwrite=overwrite)
+    shots = len({keyframe.shot for keyframe in found})
+    log.info("%s: %s (%s) of %s", directory, _count(len(found), "keyframe"), _count(shots, "shot"), film)
+
+
 # --- weights -----------------------------------------------------------------
 
 
@@ -528,6 +596,10 @@ def weights_cmd() -> int:
     for line in table:
         click.echo("  ".join([cell.ljust(width) for cell, width in zip(line, widths)] + [line[-1]]).rstrip())
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _short_license(text: str) -> str:

@@ -11,6 +11,7 @@ planes. The Y plane is never rewritten, so the output's luma is the input's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -32,6 +33,7 @@ from colorvid.color import (
 )
 from colorvid.errors import ColorizeError
 from colorvid.models import Network
+from colorvid.propagation import KeyframeGuide
 from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
@@ -102,6 +104,7 @@ class FrameColorizer:
         temporal: str | None = None,
         source_matrix: str | None = None,
         source_full_range: bool | None = None,
+        key_model: Network | None = None,
     ):
         """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the Y'CbCr
         the frames are written in; the ``source_`` pair, where it differs, the decoded
@@ -129,13 +132,34 @@ class FrameColorizer:
             self.smoother = MotionSmoother(smooth)
         else:
             self.smoother = TemporalSmoother(0.0 if temporal == "none" else smooth)
+        self.guide = KeyframeGuide()
+        self.key_model = key_model  # colors the first frame of each shot, as a keyframe for the guide
         self.cuts = 0
 
+    def _key_model_colors(self, y_codes: torch.Tensor, y_chroma: torch.Tensor, size: tuple[int, ...],
+                          bit_depth: int) -> torch.Tensor:
+        """The key model's ab (1, 2, h, w) of one frame, at ``size`` (the main model's output size)."""
+        key_model = self.key_model
+        assert key_model is not None
+        _, lightness = _network_input(key_model, y_codes, y_chroma, bit_depth, self.full_range)
+        ab = key_model(lightness.to(key_model.input_dtype).contiguous(memory_format=torch.channels_last)).float()
+        return F.interpolate(ab, size=size, mode="bilinear", antialias=True, align_corners=False)
+
     @torch.inference_mode()
-    def colorize_frames(self, frames: list[av.VideoFrame], work_format: str) -> list[av.VideoFrame]:
+    def colorize_frames(
+        self,
+        frames: list[av.VideoFrame],
+        work_format: str,
+        keyframes: Mapping[int, torch.Tensor] | None = None,
+        shot_keyframes: Mapping[int, torch.Tensor] | None = None,
+    ) -> list[av.VideoFrame]:
         """Frames of any format -> new frames in ``work_format`` with predicted chroma.
 
-        Output frames carry the input frames' pts and time_base.
+        ``keyframes`` maps a frame's index in ``frames`` to a colorist's color image of
+        it (RGB (3, H, W) in 0..1, any size), whose colors are carried through its shot
+        (:class:`~colorvid.propagation.KeyframeGuide`); ``shot_keyframes`` are such
+        images offered for any frame, taken where a shot starts. Output frames carry
+        the input frames' pts and time_base.
         """
         bit_depth, shift_w, shift_h = WORK_FORMATS[work_format]
         full_range = self.full_range
@@ -161,10 +185,7 @@ class FrameColorizer:
         # smaller; a family that sees more (a large square) gets it from full-size Y.
         y_chroma = _downsample(y_codes, shift_h, shift_w)
 
-        in_h, in_w = self.model.inference_size(height, width)
-        source = y_chroma if in_h <= y_chroma.shape[-2] and in_w <= y_chroma.shape[-1] else y_codes.float()
-        y_small = F.interpolate(source, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
-        l_small = luma_to_lightness(y_small, bit_depth, full_range)
+        y_small, l_small = _network_input(self.model, y_codes, y_chroma, bit_depth, full_range)
         model_in = l_small.to(self.model.input_dtype).contiguous(memory_format=torch.channels_last)
         features = None
         if isinstance(self.smoother, ModelSmoother):
@@ -179,6 +200,17 @@ class FrameColorizer:
         l_low = F.interpolate(l_small, size=ab_low.shape[-2:], mode="area")
         ab_low, cuts = self.smoother(ab_low, l_low, features)
         self.cuts += int(cuts[1:].sum()) if len(cuts) > 1 else 0
+        keyframes = dict(keyframes or {})
+        for i, image in (shot_keyframes or {}).items():
+            if bool(cuts[i]):
+                keyframes.setdefault(i, image)
+        model_keys = {}
+        if self.key_model is not None:
+            for i in range(len(frames)):
+                if bool(cuts[i]) and i not in keyframes:
+                    model_keys[i] = self._key_model_colors(y_codes[i : i + 1], y_chroma[i : i + 1],
+                                                           tuple(ab_low.shape[-2:]), bit_depth)
+        ab_low = self.guide(ab_low, l_low, cuts, keyframes, model_keys)
         chroma_low = rgb_to_chroma(lab_to_rgb(torch.cat((l_low, ab_low), dim=1)), self.matrix, full_range, bit_depth)
         y_low = F.interpolate(y_small, size=ab_low.shape[-2:], mode="area")
         chroma = guided_upsample(chroma_low, y_low, y_chroma, scale=1.0 / (1 << bit_depth))
@@ -191,6 +223,18 @@ class FrameColorizer:
             _Plane.of(out.planes[1], dtype).array[...] = chroma[i, 0]
             _Plane.of(out.planes[2], dtype).array[...] = chroma[i, 1]
         return out_frames
+
+
+def _network_input(model: Network, y_codes: torch.Tensor, y_chroma: torch.Tensor, bit_depth: int,
+                   full_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Y', Lab L) at the model's input size, in fp32, from a batch's luma: resized from the
+    chroma-size luma where the model's input is no larger, else from full-size luma."""
+    height, width = y_codes.shape[-2:]
+    in_h, in_w = model.inference_size(height, width)
+    source = y_chroma if in_h <= y_chroma.shape[-2] and in_w <= y_chroma.shape[-1] else y_codes.float()
+    y_small = F.interpolate(source, size=(in_h, in_w), mode="bilinear", antialias=True, align_corners=False)
+    l_small = luma_to_lightness(y_small, bit_depth, full_range)
+    return y_small, l_small
 
 
 def _copy_frame(frame: av.VideoFrame, dtype: DTypeLike) -> av.VideoFrame:

@@ -55,6 +55,10 @@ class EvaluateOptions:
     colorize: ColorizeOptions = ColorizeOptions()  # model, device, batch size, render size, smoothing
     max_frames: int | None = None  # per clip; None: all
     ssim_every: int | None = None  # SSIM on every n-th frame; None: from the frame size
+    # the references' own frames given to the colorizer as keyframes: "first" (the first frame),
+    # "shots" (the first frame of each shot) or every N-th frame (N as a string); None: none
+    keyframes_from_truth: str | None = None
+    keyframes: Path | None = None  # a folder of painted keyframes for the (one, video) reference
 
 
 @dataclass
@@ -389,7 +393,10 @@ def evaluate(
     if outputs is None:
         model = load_for(options.colorize)
         settings.update(model=model.name, device=str(model.device), render_size=model.render_size,
-                        smooth=model.smooth, temporal=model.temporal, batch_size=options.colorize.batch_size)
+                        smooth=model.smooth, temporal=model.temporal, batch_size=options.colorize.batch_size,
+                        keyframes_from_truth=options.keyframes_from_truth,
+                        keyframes=str(options.keyframes) if options.keyframes is not None else None,
+                        keyframes_model=options.colorize.keyframes_model)
     results = []
     for index, clip in enumerate(clips):
         if model is not None:
@@ -406,15 +413,61 @@ def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions
         colorizer = model.frame_colorizer(fmt.matrix, fmt.full_range)
         meter = ClipMeter(fmt.matrix, options.ssim_every or ssim_stride(fmt.width, fmt.height))
         bar = progress(clip.path.name, _limit(fmt.frame_count, options.max_frames))
+        choose = TruthKeyframes(options.keyframes_from_truth) if options.keyframes_from_truth else None
+        painted = None
+        if options.keyframes is not None:
+            from colorvid.keyframes import KeyframeSet
+
+            if clip.images is not None:
+                raise InputError(f"{clip.path}: --keyframes needs a video reference (keyframes are numbered by frame)")
+            painted = KeyframeSet.from_folder(options.keyframes, clip.path)
         try:
             for batch in _batches(frames, options.colorize.batch_size, options.max_frames):
-                colorized = colorizer.colorize_frames(batch, fmt.work_format)
-                for source, out in zip(batch, colorized):
-                    meter.add(fmt.to_rgb(out), fmt.to_rgb(source))
+                truths = [fmt.to_rgb(source) for source in batch]
+                keys = {}
+                if choose is not None:
+                    keys = {i: truths[i].float() / 255.0 for i in choose(len(batch))}
+                if painted is not None:
+                    numbers = {i: painted.at(frame.pts) for i, frame in enumerate(batch)}
+                    keys.update({i: painted.image(n) for i, n in numbers.items() if n is not None})
+                if choose is not None and choose.shots:
+                    colorized = colorizer.colorize_frames(batch, fmt.work_format, shot_keyframes=keys)
+                else:
+                    colorized = colorizer.colorize_frames(batch, fmt.work_format, keys)
+                for truth, out in zip(truths, colorized):
+                    meter.add(fmt.to_rgb(out), truth)
                 bar.update(len(batch))
         finally:
             bar.close()
     return _clip_scores(clip, None, fmt, meter)
+
+
+class TruthKeyframes:
+    """Which of a reference's frames are shown to the colorizer as keyframes (``--keyframes-from-truth``)."""
+
+    def __init__(self, spec: str):
+        """``spec``: "first", "shots" or a positive frame interval N (every N-th frame, from the first).
+
+        Raises:
+            ValueError: another spec.
+        """
+        self.shots = spec == "shots"  # the first frame of each shot, as the colorizer's cut detector finds them
+        if spec in ("first", "shots"):
+            self.every = None
+        elif spec.isdigit() and int(spec) > 0:
+            self.every = int(spec)
+        else:
+            raise ValueError(f"keyframes from truth: 'first', 'shots' or a frame interval N > 0, not {spec!r}")
+        self._index = 0
+
+    def __call__(self, count: int) -> list[int]:
+        """The indices among the clip's next ``count`` frames to take as keyframes (all of them, as
+        candidates for the shots' first frames, with "shots")."""
+        start, self._index = self._index, self._index + count
+        if self.shots:
+            return list(range(count))
+        every = self.every
+        return [i for i in range(count) if (start + i == 0 if every is None else (start + i) % every == 0)]
 
 
 def _score_existing(clip: Clip, output: Clip, options: EvaluateOptions, progress: ProgressFactory) -> ClipScores:

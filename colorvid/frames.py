@@ -6,6 +6,8 @@ records everything needed to rebuild the video: the source path, the
 tags, metadata) and each frame's file name and pts. The images can then be
 edited or colorized by any tool; ``stitch_frames`` encodes them again with the
 original timestamps and carries the source's audio and subtitles over.
+:mod:`colorvid.keyframes` writes its folders with the same helpers
+(:class:`ImageEncoder`, :func:`prepare_folder`, :func:`write_manifest`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+# A manifest's "kind" when it has none: every frame of the video, as extract_frames writes.
+# Other kinds (colorvid.keyframes writes "keyframes") hold some frames only.
+FRAMES_KIND = "frames"
 IMAGE_FORMATS = ("png", "jpg", "tiff")
 
 # Image encoder and pixel format for 8-bit and deeper sources. PNG and TIFF keep
@@ -54,7 +59,7 @@ def frame_file_name(index: int, image_format: str) -> str:
     return f"frame_{index + 1:06d}.{image_format}"
 
 
-class _ImageEncoder:
+class ImageEncoder:
     """Encodes decoded video frames to image files with one reusable PyAV encoder.
 
     A threaded encoder may return a packet a few frames later, so the file
@@ -123,9 +128,9 @@ def extract_frames(
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, not {image_format!r}")
     input_path, out_dir = os.fspath(input_path), os.fspath(out_dir)
     info = probe(input_path)
-    _prepare_folder(out_dir, overwrite)
+    prepare_folder(out_dir, overwrite)
 
-    encoder = _ImageEncoder(image_format, info)
+    encoder = ImageEncoder(image_format, info)
     entries = []
     try:
         with VideoReader(input_path) as reader:
@@ -134,23 +139,46 @@ def extract_frames(
                 entries.append({"file": name, "pts": frame.pts})
                 encoder.write(frame, os.path.join(out_dir, name))
             encoder.flush()
-        source = os.path.abspath(input_path)
-        manifest = {
-            "colorvid_manifest": MANIFEST_VERSION,
-            "source": source,
-            "image_format": image_format,
-            "frame_count": len(entries),
-            "video": dataclasses.replace(info, path=source).to_dict(),
-            "frames": entries,
-        }
-        _write_json(os.path.join(out_dir, MANIFEST_NAME), manifest)
+        write_manifest(out_dir, input_path, info, image_format, len(entries), entries)
     except BaseException:
-        _remove_frames(out_dir, entries)
+        remove_frames(out_dir, entries)
         raise
     return len(entries)
 
 
-def _remove_frames(out_dir: str, entries: list[dict]) -> None:
+def write_manifest(
+    out_dir: str,
+    source: str,
+    info: VideoInfo,
+    image_format: str,
+    frame_count: int,
+    entries: list[dict],
+    kind: str | None = None,
+) -> None:
+    """Write ``out_dir``'s manifest (through a temporary name): the source video, its
+    :class:`~colorvid.io.VideoInfo`, how many frames it has, and ``entries``, one dict per image
+    with at least "file" and "pts". ``kind`` marks a folder that does not hold every frame
+    (see :data:`FRAMES_KIND`).
+
+    Raises:
+        OutputError: the manifest cannot be written.
+    """
+    source = os.path.abspath(source)
+    manifest: dict = {"colorvid_manifest": MANIFEST_VERSION}
+    if kind is not None:
+        manifest["kind"] = kind
+    manifest.update(
+        source=source,
+        image_format=image_format,
+        frame_count=frame_count,
+        video=dataclasses.replace(info, path=source).to_dict(),
+        frames=entries,
+    )
+    _write_json(os.path.join(out_dir, MANIFEST_NAME), manifest)
+
+
+def remove_frames(out_dir: str, entries: list[dict]) -> None:
+    """Delete the images of manifest ``entries`` from ``out_dir``; those already gone are skipped."""
     for entry in entries:
         try:
             os.remove(os.path.join(out_dir, os.path.basename(entry["file"])))
@@ -158,7 +186,13 @@ def _remove_frames(out_dir: str, entries: list[dict]) -> None:
             pass
 
 
-def _prepare_folder(out_dir: str, overwrite: bool) -> None:
+def prepare_folder(out_dir: str, overwrite: bool) -> None:
+    """Make ``out_dir`` ready for an extraction: create it, and refuse (or, with ``overwrite``,
+    clear: its manifest first, then the images it lists) a folder that holds a manifest.
+
+    Raises:
+        OutputError: not a writable folder, or one with a manifest and no ``overwrite``.
+    """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputError(f"{out_dir}: exists and is not a folder")
     try:
@@ -179,7 +213,7 @@ def _prepare_folder(out_dir: str, overwrite: bool) -> None:
     except InputError:
         old = {"frames": []}
     os.remove(manifest_path)  # first, so an interrupted re-extraction is not mistaken for a complete one
-    _remove_frames(out_dir, old["frames"])
+    remove_frames(out_dir, old["frames"])
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -190,7 +224,8 @@ def _write_json(path: str, data: dict) -> None:
 
 
 def read_manifest(frames_dir: str | os.PathLike) -> dict:
-    """The manifest of a folder made by :func:`extract_frames`.
+    """The manifest of a folder made by :func:`extract_frames` (or another writer of
+    :func:`write_manifest`, such as :func:`colorvid.keyframes.extract_keyframes`).
 
     Raises:
         InputError: no manifest, or one that cannot be read.
@@ -227,12 +262,17 @@ def stitch_frames(
     Images may have been edited by other tools but must keep their size.
 
     Raises:
-        InputError: missing manifest, a missing or unreadable frame, or a
-            frame of the wrong size (the message names the image file).
+        InputError: missing manifest, one that does not list every frame
+            (keyframes), a missing or unreadable frame, or a frame of the
+            wrong size (the message names the image file).
         OutputError: the output cannot be written.
     """
     frames_dir, output_path = os.fspath(frames_dir), os.fspath(output_path)
     manifest = read_manifest(frames_dir)
+    kind = manifest.get("kind", FRAMES_KIND)
+    if kind != FRAMES_KIND:
+        raise InputError(f"{frames_dir}: holds {kind}, not every frame of the video; "
+                         "'frames stitch' takes a folder made by 'colorvid frames extract'")
     info = VideoInfo.from_dict(manifest["video"])
     source = os.fspath(audio_from) if audio_from is not None else manifest["source"]
     check_output(output_path, options.overwrite, source, options.codec, options.pix_fmt)

@@ -35,9 +35,12 @@ from colorvid.io.formats import IMAGE_SUFFIXES, OUTPUT_EXTENSIONS, VIDEO_SUFFIXE
 from colorvid.runtime import LoadedModel
 
 if TYPE_CHECKING:
+    from colorvid.keyframes import KeyframeSet
     from colorvid.ranges import FrameRange
 
 log = logging.getLogger("colorvid")
+
+KEYFRAME_WARMUP_MAX = 7200  # frames (5 minutes at 24 fps) colorized, unwritten, to reach back to a keyframe
 
 
 
@@ -58,6 +61,8 @@ class ColorizeOptions:
     skip_existing: bool = False
     suffix: str | None = None  # output container for batches, e.g. ".mkv"; None keeps the input's
     resume: bool = False  # continue the work an interrupted run left beside the output
+    keyframes: Path | None = None  # a folder of a colorist's keyframes for the (one) film
+    keyframes_model: str | None = None  # another model that colors each shot's first frame as its keyframe
     chunk_seconds: float = 4.0  # length of the independently encoded pieces (what a resume redoes)
     deinterlace: str | None = None  # "bwdif" or "yadif"; None = frames as decoded
     segment: tuple[int, int] | None = None  # (I, N): only part I of N equal spans of the film
@@ -158,7 +163,7 @@ def no_progress(name: str, total: int | None) -> Progress:
 def load_for(options: ColorizeOptions) -> LoadedModel:
     """The model and settings ``options`` ask for, loaded."""
     return LoadedModel.load(options.model, options.device, options.half, options.render_size, options.temporal,
-                            options.smooth)
+                            options.smooth, options.keyframes_model)
 
 
 class Report:
@@ -318,6 +323,7 @@ class Pipeline:
         opts = self.options
         info = probe(source)
         frames = self._frame_range(source)
+        keyframes = self._keyframes(source)
         # a part's final file is written later by join: only its name is checked now
         check_output(target, opts.overwrite or not frames.whole, source, opts.codec, opts.pix_fmt)
         if frames.whole:
@@ -326,13 +332,18 @@ class Pipeline:
             folder_path = chunks.part_folder_for(target, frames)
             if chunks.finished_part_exists(folder_path) and not (opts.overwrite or opts.resume):
                 raise OutputError(f"{folder_path}: this part exists already (use --overwrite to redo it)")
-        state = chunks.new_state(source, info, self._settings(), frames, target)
+        settings = self._settings()
+        if keyframes is not None:
+            settings["keyframes"] = keyframes.digest()
+        if self.runtime.key_file is not None:
+            settings["keyframes_model"] = self.runtime.key_file.sha256
+        state = chunks.new_state(source, info, settings, frames, target)
         folder = chunks.WorkFolder.open(folder_path, state, resume=opts.resume, restart=opts.overwrite,
                                         output=target)
         try:
             resumed = bool(folder.chunks)
             if not folder.complete:
-                self._encode_chunks(source, info, folder, target, frames)
+                self._encode_chunks(source, info, folder, target, frames, keyframes)
             if not frames.whole:
                 folder.close()
                 log.info("%s: when every part is done, join them with: colorvid join %s.part* -o %s",
@@ -353,6 +364,16 @@ class Pipeline:
             raise
         folder.remove()
         return written, target
+
+    def _keyframes(self, source: Path) -> KeyframeSet | None:
+        from colorvid.keyframes import KeyframeSet
+
+        if self.options.keyframes is None:
+            return None
+        keyframes = KeyframeSet.from_folder(self.options.keyframes, source)
+        log.info("%s: %d keyframe%s from %s", source, len(keyframes), "" if len(keyframes) == 1 else "s",
+                 self.options.keyframes)
+        return keyframes
 
     def _frame_range(self, source: Path) -> FrameRange:
         from colorvid.io import timeline
@@ -383,7 +404,8 @@ class Pipeline:
             "pix_fmt": opts.pix_fmt,
         }
 
-    def _encode_chunks(self, source: Path, info, folder, target: Path, frames) -> None:
+    def _encode_chunks(self, source: Path, info, folder, target: Path, frames, keyframes: KeyframeSet | None
+                       ) -> None:
         from colorvid.chunks import ChunkWriter, encode_options
         from colorvid.color import work_format
         from colorvid.io import PacketEncoder
@@ -401,10 +423,10 @@ class Pipeline:
         )
         frames_format = work_format(probe_encoder.pix_fmt, info.bit_depth)
         done_pts = folder.chunks[-1]["last_pts"] if folder.chunks else None
-        selection = FrameSelection(
-            source, info, frames, done_pts, warmup=memory_frames(opts.temporal, opts.smooth),
-            deinterlace=opts.deinterlace,
-        )
+        warmup = memory_frames(opts.temporal, opts.smooth)
+        if keyframes is not None:
+            warmup = max(warmup, keyframe_warmup(source, keyframes, frames.start, done_pts))
+        selection = FrameSelection(source, info, frames, done_pts, warmup=warmup, deinterlace=opts.deinterlace)
         progress = self.progress(source.name, info.frame_count if frames.whole else None)
         progress.update(folder.frames)
         writer = ChunkWriter(folder, target, opts.chunk_seconds)
@@ -412,7 +434,11 @@ class Pipeline:
             batches = batched(selection, opts.batch_size)
             with Stage(batches, "decode") as decoded, Sink(writer.write, "encode") as encoder:
                 for batch in decoded:
-                    out = colorizer.colorize_frames([frame for frame, _ in batch], frames_format)
+                    keys = {}
+                    if keyframes is not None:
+                        numbers = {i: keyframes.at(frame.pts) for i, (frame, _) in enumerate(batch)}
+                        keys = {i: keyframes.image(n) for i, n in numbers.items() if n is not None}
+                    out = colorizer.colorize_frames([frame for frame, _ in batch], frames_format, keys)
                     kept = [frame for frame, (_, keep) in zip(out, batch) if keep]
                     if kept:
                         encoder.put(kept)
@@ -425,6 +451,38 @@ class Pipeline:
             progress.close()
         if colorizer.cuts:
             log.debug("%s: %d scene cuts", source, colorizer.cuts)
+
+
+def keyframe_warmup(source: Path, keyframes: KeyframeSet, start: int | None, done_pts: int | None) -> int:
+    """Frames to colorize before a run that starts inside the film (a part, a resume) so that it
+    carries the colors of the last keyframe before its first frame, as a run from the start does.
+
+    Capped at KEYFRAME_WARMUP_MAX frames; a part further from its keyframe starts from the
+    automatic colors (a warning says so).
+    """
+    from colorvid.keyframes import presentation_pts
+
+    if done_pts is not None and (start is None or done_pts >= start):
+        last_before = done_pts  # frames up to and including it are done
+
+        def before(pts: int) -> bool:
+            return pts <= done_pts
+    elif start is not None:
+        last_before = start - 1
+
+        def before(pts: int) -> bool:
+            return pts < start
+    else:
+        return 0
+    key_pts = keyframes.latest_at_or_before(last_before)
+    if key_pts is None:
+        return 0
+    count = sum(1 for pts in presentation_pts(source) if key_pts <= pts and before(pts))
+    if count > KEYFRAME_WARMUP_MAX:
+        log.warning("%s: the keyframe before this part is %d frames earlier; colorizing from the automatic colors "
+                    "(run the whole film, or add a keyframe nearer)", source, count)
+        return 0
+    return count
 
 
 def _remove_stale_temp_files(target: Path) -> None:

@@ -52,6 +52,8 @@ class LoadedModel:
     temporal: str  # "none", "blend", "flow" or "model", settled for this model
     smooth: float
     file: ModelFile
+    key_model: Network | None = None  # colors each shot's first frame as a keyframe (--keyframes-model)
+    key_file: ModelFile | None = None
 
     @classmethod
     def load(
@@ -62,12 +64,15 @@ class LoadedModel:
         render_size: int | None = None,
         temporal: str | None = None,
         smooth: float | None = None,
+        keyframes_model: str | None = None,
     ) -> LoadedModel:
         """Resolve and load a model (see :func:`colorvid.weights.locate`).
 
         ``half`` None means half precision on CUDA only (bf16 for DDColor); ``render_size``
         None, the model's default (its registry entry's, else its family's); ``temporal``
         and ``smooth`` None, the model's defaults (:func:`colorvid.smoothing.temporal_settings`).
+        ``keyframes_model`` is another model (at its own default render size) that colors the
+        first frame of each shot, whose colors are then carried through the shot.
 
         Raises:
             ColorizeError: the device is not available, the render size does not fit the
@@ -91,7 +96,11 @@ class LoadedModel:
             temporal, smooth = temporal_settings(temporal, smooth, has_head)
         except ValueError as exc:
             raise ColorizeError(f"{name or 'the default model'}: {exc}") from None
-        return cls(model, torch_device, half, name, model.render_size, temporal, smooth, file)
+        key_file = key_model = None
+        if keyframes_model is not None:
+            key_file = locate(keyframes_model)
+            key_model = key_file.load(torch_device, half, optimize=True)
+        return cls(model, torch_device, half, name, model.render_size, temporal, smooth, file, key_model, key_file)
 
     @property
     def sha256(self) -> str:
@@ -112,5 +121,5 @@ class LoadedModel:
         return FrameColorizer(
             self.model, self.device, matrix, full_range, self.smooth if smoothing else 0.0,
             temporal=self.temporal if smoothing else None,
-            source_matrix=source_matrix, source_full_range=source_full_range,
+            source_matrix=source_matrix, source_full_range=source_full_range, key_model=self.key_model,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import av
@@ -52,6 +53,7 @@ ASS_HEADER = (  # an ASS script header, byte for byte; its long Format line is s
 SUBTITLE_TEXTS = ("Hello", "World")
 TINT_AB = (30.0, 25.0)  # the ab the ``tinted_model`` fixture predicts everywhere: a warm orange
 FONT_BYTES = b"\x00\x01\x00\x00 not really a font"
+SHOT_LEVELS = (0, 170, 85)  # added to each shot of make_shots in turn (gray levels 0..85, 170..255, 85..170)
 
 
 def frame_times(frames: int, fps: int = 24, vfr: bool = False) -> list[Fraction]:
@@ -101,6 +103,7 @@ def make_clip(
     pix_fmt: str = "yuv420p",
     title: str | None = "colorvid test clip",
     font_attachment: bool = False,
+    picture: Callable[[int, int, int], np.ndarray] | None = None,
 ) -> list[Fraction]:
     """Write a clip and return the presentation time (seconds) of every frame in it.
 
@@ -115,6 +118,8 @@ def make_clip(
     ``rotation`` is the clockwise display rotation, stored as a display matrix.
     ``font_attachment`` (Matroska only) attaches a small fake font file.
     CFR clips use the time base 1/fps; VFR ones 1/90000 with irregular steps.
+    ``picture(index, width, height)`` draws frame ``index`` (RGB, uint8); the default is
+    :func:`synthetic_rgb` (in gray with ``color=False``).
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -152,8 +157,8 @@ def make_clip(
             out.add_attachment("font.ttf", "application/x-truetype-font", FONT_BYTES)
 
         for index, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(synthetic_rgb(index, width, height, color), format="rgb24")
-            frame = frame.reformat(format=pix_fmt)
+            rgb = picture(index, width, height) if picture else synthetic_rgb(index, width, height, color)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
             frame.pts = int(t / time_base)
             frame.time_base = time_base
             out.mux(video.encode(frame))
@@ -164,6 +169,27 @@ def make_clip(
         if subtitle is not None:
             _write_subtitles(out, subtitle, end)
     return read_video_pts(path)
+
+
+def make_shots(path, shots: Sequence[int] = (8, 8, 8), **clip_options) -> list[Fraction]:
+    """A gray clip of ``len(shots)`` shots, ``shots[k]`` frames each; returns every frame's time.
+
+    Each shot is the :func:`synthetic_rgb` scene at a third of its contrast, lifted by
+    SHOT_LEVELS (in turn): consecutive shots share no gray level, so any cut detector
+    sees the cuts, and only there. ``clip_options`` go to :func:`make_clip`.
+    """
+    starts = np.cumsum((0, *shots))
+
+    def picture(index: int, width: int, height: int) -> np.ndarray:
+        shot = int(np.searchsorted(starts, index, side="right")) - 1
+        return synthetic_rgb(index, width, height, color=False) // 3 + SHOT_LEVELS[shot % len(SHOT_LEVELS)]
+
+    return make_clip(path, frames=int(starts[-1]), picture=picture, **clip_options)
+
+
+def shot_starts(shots: Sequence[int]) -> list[int]:
+    """Index of the first frame of each shot of a :func:`make_shots` clip."""
+    return [int(start) for start in np.cumsum((0, *shots))[:-1]]
 
 
 def _write_tone(out, stream, frequency: float, duration: Fraction) -> None:
@@ -251,6 +277,11 @@ def truncate(path, keep: float = 0.5) -> None:
 def temporary_files(folder) -> list[str]:
     """Names in ``folder`` of unfinished writes: colorvid's temporary files, old naming or new."""
     return sorted(name for name in os.listdir(folder) if ".colorvid-tmp" in name)
+
+
+def image_files(folder) -> list[str]:
+    """Names in ``folder`` of the images 'frames extract' and 'keyframes extract' write, sorted."""
+    return sorted(name for name in os.listdir(folder) if name.startswith("frame_"))
 
 
 def leftovers(folder) -> list[str]:

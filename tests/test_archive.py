@@ -53,12 +53,12 @@ def stop_on_call(monkeypatch, call: int, action, counter: dict | None = None):
     counter.update(calls=0, frames=0)
     original = FrameColorizer.colorize_frames
 
-    def patched(self, frames, work_format):
+    def patched(self, frames, work_format, *args, **kwargs):
         counter["calls"] += 1
         if counter["calls"] == call:
             action()
         counter["frames"] += len(frames)
-        return original(self, frames, work_format)
+        return original(self, frames, work_format, *args, **kwargs)
 
     monkeypatch.setattr(FrameColorizer, "colorize_frames", patched)
     return counter
@@ -129,14 +129,14 @@ def test_sigkill_midway_then_resume(tmp_path, tinted_model, run):
                 return bool(json.loads(open(state).read())["chunks"])
             except (OSError, ValueError, KeyError):
                 return False
-        def colorize_frames(self, frames, work_format):
+        def colorize_frames(self, frames, work_format, *args, **kwargs):
             calls.append(1)
             if len(calls) == 5:
                 deadline = time.monotonic() + 60
                 while not chunks_recorded(os.environ["STATE"]) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 os.kill(os.getpid(), signal.SIGKILL)
-            return original(self, frames, work_format)
+            return original(self, frames, work_format, *args, **kwargs)
         FrameColorizer.colorize_frames = colorize_frames
         sys.argv = ["colorvid", *sys.argv[1:]]
         cli.main()

@@ -243,11 +243,11 @@ def test_interrupt_leaves_no_partial_output(tmp_path, tinted_model, run, monkeyp
     calls = {"n": 0}
     original = FrameColorizer.colorize_frames
 
-    def interrupt_on_second_batch(self, frames, work_format):
+    def interrupt_on_second_batch(self, frames, work_format, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, frames, work_format)
+        return original(self, frames, work_format, *args, **kwargs)
 
     monkeypatch.setattr(FrameColorizer, "colorize_frames", interrupt_on_second_batch)
     out = tmp_path / "out.mp4"

@@ -9,16 +9,20 @@ import os
 import av
 import numpy as np
 import pytest
-from media import SUBTITLE_TEXTS, audio_packets, make_clip, read_video_pts, stream_summary, subtitle_texts
+from media import (
+    SUBTITLE_TEXTS,
+    audio_packets,
+    image_files,
+    make_clip,
+    read_video_pts,
+    stream_summary,
+    subtitle_texts,
+)
 from PIL import Image
 
 from colorvid.errors import InputError, OutputError
-from colorvid.frames import MANIFEST_NAME, _ImageEncoder, extract_frames, read_manifest, stitch_frames
+from colorvid.frames import MANIFEST_NAME, ImageEncoder, extract_frames, read_manifest, stitch_frames
 from colorvid.io import EncodeOptions
-
-
-def image_files(folder):
-    return sorted(name for name in os.listdir(folder) if name.startswith("frame_"))
 
 
 def test_round_trip_keeps_frames_timing_audio_and_subtitles(tmp_path):
@@ -144,14 +148,14 @@ def test_extract_refuses_a_folder_with_frames_unless_overwrite(tmp_path):
 def test_interrupted_extraction_leaves_no_frames(tmp_path, monkeypatch):
     source, frames = tmp_path / "in.mp4", tmp_path / "frames"
     make_clip(source, frames=6, audio_tracks=0)
-    original = _ImageEncoder.write
+    original = ImageEncoder.write
 
     def write_then_interrupt(self, frame, path):
         original(self, frame, path)
         if path.endswith("frame_000004.png"):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_ImageEncoder, "write", write_then_interrupt)
+    monkeypatch.setattr(ImageEncoder, "write", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         extract_frames(source, frames)
     assert os.listdir(frames) == []
