@@ -49,6 +49,9 @@ _BT601_LUMA = (0.299, 0.587, 0.114)  # gray of the keyframe, as the frame's luma
 # longer cover takes the colors the keyframe has near it at its lightness.
 GRID_CELL = 8
 GRID_BINS = 12
+# The grid's colors are used while at least this share of the keyframe's trust is still carried
+# (fully), less below (in proportion): the picture has become another one.
+SCENE_KEPT = 0.5
 def keyframe_lab(rgb: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A keyframe image (3, H, W) RGB in 0..1 -> (ab (1, 2, h, w), lightness (1, 1, h, w)) at ``size``.
 
@@ -131,9 +134,11 @@ class KeyframeGuide:
         self._previous: torch.Tensor | None = None  # the last frame's L (1, 1, h, w)
         self._grid: ColorGrid | None = None  # the keyframe's colors by place and lightness
         self._shift = torch.zeros(2)  # the camera's motion since the keyframe (x, y pixels)
+        self._key_trust = torch.tensor(1.0)  # the mean trust at the keyframe
 
     def _start_grid(self, ab: torch.Tensor, lightness: torch.Tensor, trust: torch.Tensor) -> None:
         self._grid = ColorGrid(ab, lightness, trust)
+        self._key_trust = trust.mean().clamp(min=1e-3)
         self._shift = torch.zeros(2, device=ab.device)
         self.keyframes_used += 1
 
@@ -192,6 +197,9 @@ class KeyframeGuide:
             guided = torch.lerp(ab[i : i + 1], self._carried, self._trust)
             if self._grid is not None:  # where the carried colors are lost, the keyframe's at that place and L
                 fill, found = self._grid.colors(frame_l, self._shift)
-                guided = guided + (1 - self._trust) * found * (fill - ab[i : i + 1])
+                # ... while the shot still holds the keyframe's scene: when most of the carried
+                # trust is gone at once (a cut the detector missed, a dissolve), so is the grid's
+                still_there = (self._trust.mean() / self._key_trust / SCENE_KEPT).clamp(max=1.0)
+                guided = guided + (1 - self._trust) * (found * still_there) * (fill - ab[i : i + 1])
             out[i] = guided[0]
         return out
