@@ -10,7 +10,9 @@ audio carried over; decoding in its own thread, as the pipeline does) is the
 ceiling no colorizer can beat; then the frames/s of ``Pipeline.run_one``.
 Their ratio is what is compared with the targets: the machine's speed
 cancels out of it, which matters on a noisy machine. ``--repeat N`` keeps the
-best of N runs of each.
+best of N runs of each. ``--keyframes`` adds a row per clip for a run with one
+keyframe (the clip's first frame, tinted) carried through it (``--keyframes``
+of colorize; target: 10 frames/s at 480p).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -36,6 +39,7 @@ class _Encoding(TypedDict):
 
 
 TARGETS = {"480p": 0.5, "1080p": 0.75}  # colorize fps / decode+encode fps
+KEYFRAME_FPS_TARGET = 10.0  # frames/s at 480p with a keyframe carried through the clip
 ENCODE = _Encoding(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p")
 
 
@@ -92,6 +96,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic clips")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest counts")
     parser.add_argument("--workdir", help="keep the clips and outputs here (default: a temporary folder)")
+    parser.add_argument("--keyframes", action="store_true",
+                        help="also colorize each clip with its first frame as a (tinted) keyframe")
     args = parser.parse_args()
 
     workdir, _keep = _common.work_folder(args.workdir)
@@ -108,7 +114,7 @@ def main() -> None:
     options = ColorizeOptions(model=model, device=args.device, batch_size=args.batch_size,
                               render_size=args.render_size, overwrite=True, **ENCODE)
     pipeline = Pipeline(options)
-    print(f"device: {pipeline.runtime.device}, batch {args.batch_size}, render size {args.render_size}, "
+    print(f"device: {pipeline.runtime.device}, batch {args.batch_size}, render size {pipeline.runtime.render_size}, "
           f"encoder libx264 medium crf 18 yuv420p, best of {args.repeat}")
 
     rows = [("CLIP", "SIZE", "FRAMES", "DECODE+ENCODE FPS", "COLORIZE FPS", "RATIO", "TARGET")]
@@ -123,7 +129,32 @@ def main() -> None:
                      f"{colored / seconds:.2f}", f"{ratio:.3f}x", verdict))
         print(f"  {name}: decode+encode {frames} frames in {plain:.1f} s, colorize {colored} in {seconds:.1f} s",
               flush=True)
+        if args.keyframes:
+            keyed = Pipeline(replace(options, keyframes=tinted_keyframe(path, workdir / f"keys-{path.stem}")))
+            colored, seconds = best_of(args.repeat, lambda: colorize(keyed, path, workdir / f"keyed-{path.stem}.mp4"))
+            fps = colored / seconds
+            verdict = f">= {KEYFRAME_FPS_TARGET:g} fps {'ok' if fps >= KEYFRAME_FPS_TARGET else 'MISSED'}"
+            rows.append((f"{name} + keyframe", f"{info.width}x{info.height}", str(frames), f"{frames / plain:.1f}",
+                         f"{fps:.2f}", f"{fps / (frames / plain):.3f}x", verdict if name == "480p" else ""))
     _common.print_table(rows)
+
+
+def tinted_keyframe(clip: Path, folder: Path) -> Path:
+    """A keyframe folder for ``clip``: its first frame with a flat tint (luma kept)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from colorvid.color import lab_to_rgb, rgb_to_lab
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with VideoReader(clip) as reader:
+        first = next(iter(reader)).to_ndarray(format="rgb24")
+    lab = rgb_to_lab(torch.from_numpy(first).permute(2, 0, 1)[None].float() / 255.0)
+    lab[:, 1], lab[:, 2] = 20.0, -30.0
+    rgb = (lab_to_rgb(lab)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "frame_000001.png")
+    return folder
 
 
 if __name__ == "__main__":

@@ -576,7 +576,7 @@ def weights_cmd() -> int:
     """List the models colorvid knows: family, size, speed, license, whether on disk, the default (*).
 
     SPEED is the class of frames/s end to end at 480p on a 2-core laptop CPU:
-    real-time (24 and more), fast (4 and more), slow (0.5 and more), very slow.
+    real-time (24 and more), fast (4 and more), slow (0.2 and more), very slow.
     A hub model is downloaded with 'colorvid fetch-weights NAME'.
     """
     from colorvid import weights

@@ -47,8 +47,8 @@ _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _PACKAGE_DIR = "weights"  # package_file entries live here: pyproject ships "weights/*.safetensors"
 _COMMON_KEYS = ("architecture", "sha256", "license", "description")
 _OPTIONAL_KEYS = ("size", "render_size", "speed")  # size is required of a package file only
-# Speed classes, by frames/s end to end at 480p on a 2-core laptop CPU (benchmarks/throughput.py):
-# "real-time" >= 24, "fast" >= 4, "slow" >= 0.5, "very slow" below.
+# Speed classes, by frames/s end to end at 480p on a 2-core laptop CPU (benchmarks/model_families.py):
+# "real-time" >= 24, "fast" >= 4, "slow" >= 0.2, "very slow" below.
 SPEED_CLASSES = ("real-time", "fast", "slow", "very slow")
 _PACKAGE_KEYS = ("package_file",)
 _HUB_KEYS = ("hf_repo", "hf_filename", "hf_revision")
@@ -289,7 +289,7 @@ _REGISTRY_HEADER = """\
 # size = 1234                bytes (optional for a hub file: then the hub's size is taken and the sha256 decides)
 # render_size = 21           optional: the model's default --render-size, where not its family's
 # speed = "slow"             optional: real-time, fast, slow or very slow (frames/s end to end at 480p on a
-#                            2-core CPU: >= 24, >= 4, >= 0.5, below; benchmarks/throughput.py)
+#                            2-core CPU: >= 24, >= 4, >= 0.2, below; benchmarks/model_families.py)
 # license = "..."            license of the weights
 # description = "..."
 """
