@@ -70,6 +70,29 @@ class Network(Protocol):
         ...
 
 
+class SquareInputColorizer(torch.nn.Module):
+    """What the published families share: a gray picture stretched to a square of ``square_size``
+    pixels, lightness given in fp32 (they make their RGB input from it themselves), no
+    previous-frame head (colorvid smooths their colors with the flow)."""
+
+    temporal = None
+
+    @property
+    def square_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def inference_size(self, height: int, width: int) -> tuple[int, int]:
+        """The square the network sees: its colors come back at that size."""
+        return self.square_size, self.square_size
+
+    def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} has no previous-frame head")
+
+
 def _family(name: str):
     return importlib.import_module(FAMILIES[name])
 

@@ -29,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from colorvid.color import lab_to_rgb
 from colorvid.errors import ModelFileError
+from colorvid.models import SquareInputColorizer
 from colorvid.models.torch_files import read_state_dict
 
 DEFAULT_INPUT_SIZE = 512  # the side of the square the original inference stretches every image to
@@ -242,7 +243,7 @@ def from_state(
     return model
 
 
-class DDColorColorizer(nn.Module):
+class DDColorColorizer(SquareInputColorizer):
     """Lab L (B, 1, h, w) in 0..100 -> Lab ab (B, 2, h, w), as the original DDColor inference does it.
 
     The original turns the image into a gray RGB one (its Lab L with a = b = 0,
@@ -269,22 +270,14 @@ class DDColorColorizer(nn.Module):
         # where the encoder leaves its features for the decoder (forward hooks)
         self._hooks = list(getattr(net.get_submodule("encoder"), "hooks"))
 
-    temporal = None  # no previous-frame head: colorvid smooths this family's colors with the flow
-
     @property
     def render_size(self) -> int:
         return self.input_size
 
     @property
-    def input_dtype(self) -> torch.dtype:
-        return torch.float32  # the lightness is turned into RGB in fp32, then cast to the network's dtype
-
-    def inference_size(self, height: int, width: int) -> tuple[int, int]:
-        """The square the original stretches every image to: the network's ab comes back at that size."""
-        return self.input_size, self.input_size
-
-    def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise TypeError("DDColor has no previous-frame head")
+    def square_size(self) -> int:
+        """The square the original stretches every image to."""
+        return self.input_size
 
     def forward(self, lightness: torch.Tensor) -> torch.Tensor:
         if lightness.dim() != 4 or lightness.shape[1] != 1:

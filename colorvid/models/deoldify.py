@@ -36,6 +36,7 @@ from torch import nn
 
 from colorvid.color import lab_to_rgb, rgb_to_lab
 from colorvid.errors import ModelFileError
+from colorvid.models import SquareInputColorizer
 from colorvid.models.torch_files import read_state_dict
 
 ARTISTIC = "deoldify-artistic"
@@ -392,7 +393,7 @@ def _fold_bn(conv: nn.Module, bn: nn.Module) -> nn.Conv2d:
 # --- the colorizer: Lab lightness in, Lab ab out ------------------------------------------------------
 
 
-class DeOldifyColorizer(nn.Module):
+class DeOldifyColorizer(SquareInputColorizer):
     """Lab L (B, 1, h, w) in 0..100 -> Lab ab (B, 2, h, w), with DeOldify's pre- and post-processing.
 
     As DeOldify's ColorizerFilter: the gray frame (R = G = B) is stretched to a
@@ -423,8 +424,6 @@ class DeOldifyColorizer(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("gray_weights", torch.tensor(_GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
 
-    temporal = None  # no previous-frame head: colorvid smooths this family's colors with the flow
-
     @property
     def render_size(self) -> int:
         """What --render-size sets for this family: the render factor."""
@@ -435,16 +434,6 @@ class DeOldifyColorizer(nn.Module):
         """The side in pixels of the square the generator sees."""
         return render_pixels(self.render_factor)
 
-    @property
-    def input_dtype(self) -> torch.dtype:
-        return torch.float32  # the lightness is turned into RGB in fp32, then cast to the generator's dtype
-
-    def inference_size(self, height: int, width: int) -> tuple[int, int]:
-        """The square the generator sees: its colors come back at that size."""
-        return self.square_size, self.square_size
-
-    def trunk(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise TypeError("DeOldify has no previous-frame head")
 
     def forward(self, lightness: torch.Tensor) -> torch.Tensor:
         out_dtype = lightness.dtype
