@@ -72,7 +72,6 @@ class ColorGrid:
     def __init__(self, ab: torch.Tensor, lightness: torch.Tensor, weight: torch.Tensor | None = None):
         """ab (1, 2, h, w), L (1, 1, h, w) of the keyframe; ``weight`` (1, 1, h, w): how much each pixel counts."""
         h, w = lightness.shape[-2:]
-        self.size = (h, w)
         self.mean_lightness = lightness.mean()
         self.cells = (max(1, -(-h // GRID_CELL)), max(1, -(-w // GRID_CELL)))
         bins = _bins(lightness)
@@ -128,7 +127,6 @@ class KeyframeGuide:
     def __init__(self, key_tolerance: float = KEY_TOLERANCE, step_tolerance: float = WARP_TOLERANCE):
         self.key_tolerance = key_tolerance
         self.step_tolerance = step_tolerance
-        self.keyframes_used = 0
         self._carried: torch.Tensor | None = None  # (1, 2, h, w) ab
         self._trust: torch.Tensor | None = None  # (1, 1, h, w)
         self._previous: torch.Tensor | None = None  # the last frame's L (1, 1, h, w)
@@ -140,12 +138,6 @@ class KeyframeGuide:
         self._grid = ColorGrid(ab, lightness, trust)
         self._key_trust = trust.mean().clamp(min=1e-3)
         self._shift = torch.zeros(2, device=ab.device)
-        self.keyframes_used += 1
-
-    @property
-    def active(self) -> bool:
-        """Whether a keyframe's colors are being carried (within its shot)."""
-        return self._carried is not None
 
     def __call__(
         self,
