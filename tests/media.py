@@ -388,3 +388,17 @@ def _rotation(container, stream) -> int:
     for frame in container.decode(stream):
         return -frame.rotation % 360
     return 0
+
+
+def interrupt_image_writes(monkeypatch, after: str) -> None:
+    """Make the frame image encoder raise KeyboardInterrupt right after it writes the file named ``after``."""
+    from colorvid.frames import ImageEncoder
+
+    original = ImageEncoder.write
+
+    def write_then_interrupt(self, frame, path):
+        original(self, frame, path)
+        if path.endswith(after):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ImageEncoder, "write", write_then_interrupt)

@@ -13,6 +13,7 @@ from media import (
     SUBTITLE_TEXTS,
     audio_packets,
     image_files,
+    interrupt_image_writes,
     make_clip,
     read_video_pts,
     stream_summary,
@@ -21,7 +22,7 @@ from media import (
 from PIL import Image
 
 from colorvid.errors import InputError, OutputError
-from colorvid.frames import MANIFEST_NAME, ImageEncoder, extract_frames, read_manifest, stitch_frames
+from colorvid.frames import MANIFEST_NAME, extract_frames, read_manifest, stitch_frames
 from colorvid.io import EncodeOptions
 
 
@@ -148,14 +149,7 @@ def test_extract_refuses_a_folder_with_frames_unless_overwrite(tmp_path):
 def test_interrupted_extraction_leaves_no_frames(tmp_path, monkeypatch):
     source, frames = tmp_path / "in.mp4", tmp_path / "frames"
     make_clip(source, frames=6, audio_tracks=0)
-    original = ImageEncoder.write
-
-    def write_then_interrupt(self, frame, path):
-        original(self, frame, path)
-        if path.endswith("frame_000004.png"):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ImageEncoder, "write", write_then_interrupt)
+    interrupt_image_writes(monkeypatch, after="frame_000004.png")
     with pytest.raises(KeyboardInterrupt):
         extract_frames(source, frames)
     assert os.listdir(frames) == []

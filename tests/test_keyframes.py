@@ -9,11 +9,11 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from media import image_files, make_clip, make_shots, shot_starts
+from media import image_files, interrupt_image_writes, make_clip, make_shots, shot_starts
 from PIL import Image
 
 from colorvid.errors import InputError, OutputError
-from colorvid.frames import MANIFEST_NAME, ImageEncoder, extract_frames, read_manifest, stitch_frames
+from colorvid.frames import MANIFEST_NAME, extract_frames, read_manifest, stitch_frames
 from colorvid.keyframes import extract_keyframes
 
 
@@ -137,14 +137,7 @@ def test_refuses_a_folder_with_a_manifest_unless_overwrite(tmp_path):
 def test_interrupted_extraction_leaves_nothing(tmp_path, monkeypatch):
     source, keys = tmp_path / "film.mp4", tmp_path / "keys"
     make_shots(source, (4, 4, 4), audio_tracks=0)
-    original = ImageEncoder.write
-
-    def write_then_interrupt(self, frame, path):
-        original(self, frame, path)
-        if path.endswith("frame_000005.png"):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ImageEncoder, "write", write_then_interrupt)
+    interrupt_image_writes(monkeypatch, after="frame_000005.png")
     with pytest.raises(KeyboardInterrupt):
         extract_keyframes(source, keys)
     assert os.listdir(keys) == []
