@@ -11,7 +11,7 @@ planes. The Y plane is never rewritten, so the output's luma is the input's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -33,7 +33,7 @@ from colorvid.color import (
 )
 from colorvid.errors import ColorizeError
 from colorvid.models import Network
-from colorvid.propagation import KeyframeGuide
+from colorvid.propagation import KeyframeGuide, KeyframeLookahead
 from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
@@ -133,8 +133,29 @@ class FrameColorizer:
         else:
             self.smoother = TemporalSmoother(0.0 if temporal == "none" else smooth)
         self.guide = KeyframeGuide()
+        self.lookahead: KeyframeLookahead | None = None
         self.key_model = key_model  # colors the first frame of each shot, as a keyframe for the guide
         self.cuts = 0
+
+    def read_ahead(self, frames: Iterable[tuple[av.VideoFrame, torch.Tensor | None]], work_format: str) -> None:
+        """Carry keyframes backwards too: ``frames`` is a second pass over the frames
+        :meth:`colorize_frames` will get, in the same order, each with its keyframe image
+        (as ``keyframes`` takes them) or None. It may end early (after the last keyframe)."""
+
+        def lightness(batch: list[av.VideoFrame], size: tuple[int, int]) -> torch.Tensor:
+            y_codes = torch.from_numpy(np.stack([_Plane.of(self._work_frame(frame, work_format).planes[0], dtype).array
+                                                 for frame in batch])).to(self.device).unsqueeze(1)
+            y_chroma = _downsample(y_codes, shift_h, shift_w)
+            _, l_small = _network_input(self.model, y_codes, y_chroma, bit_depth, self.full_range)
+            return F.interpolate(l_small, size=size, mode="area")
+
+        bit_depth, shift_w, shift_h = WORK_FORMATS[work_format]
+        dtype = np.uint16 if bit_depth > 8 else np.uint8
+        self.lookahead = KeyframeLookahead(frames, torch.inference_mode()(lightness))
+
+    def _work_frame(self, frame: av.VideoFrame, work_format: str) -> av.VideoFrame:
+        """The frame in the work format and the output's Y'CbCr (the frame itself if it is already)."""
+        return frame.reformat(format=work_format, **self._reformat_args)
 
     def _key_model_colors(self, y_codes: torch.Tensor, y_chroma: torch.Tensor, size: tuple[int, ...],
                           bit_depth: int) -> torch.Tensor:
@@ -167,7 +188,7 @@ class FrameColorizer:
         out_frames = []
         lumas = []
         for frame in frames:
-            out = frame.reformat(format=work_format, **self._reformat_args)
+            out = self._work_frame(frame, work_format)
             if out is frame:  # already in the work format: never write into the caller's frame
                 out = _copy_frame(frame, dtype)
             out.pts = frame.pts
@@ -210,7 +231,8 @@ class FrameColorizer:
                 if bool(cuts[i]) and i not in keyframes:
                     model_keys[i] = self._key_model_colors(y_codes[i : i + 1], y_chroma[i : i + 1],
                                                            tuple(ab_low.shape[-2:]), bit_depth)
-        ab_low = self.guide(ab_low, l_low, cuts, keyframes, model_keys)
+        ahead = self.lookahead.take(len(frames), (l_low.shape[-2], l_low.shape[-1])) if self.lookahead else None
+        ab_low = self.guide(ab_low, l_low, cuts, keyframes, model_keys, ahead)
         chroma_low = rgb_to_chroma(lab_to_rgb(torch.cat((l_low, ab_low), dim=1)), self.matrix, full_range, bit_depth)
         y_low = F.interpolate(y_small, size=ab_low.shape[-2:], mode="area")
         chroma = guided_upsample(chroma_low, y_low, y_chroma, scale=1.0 / (1 << bit_depth))

@@ -27,13 +27,15 @@ frames' histograms for CDC.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -43,6 +45,9 @@ from colorvid.errors import InputError
 from colorvid.io.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from colorvid.pipeline import ColorizeOptions, ProgressFactory, load_for, no_progress
 from colorvid.runtime import LoadedModel
+
+if TYPE_CHECKING:
+    from colorvid.keyframes import KeyframeSet
 
 log = logging.getLogger("colorvid")
 
@@ -409,37 +414,54 @@ def evaluate(
 
 def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions, progress: ProgressFactory
                         ) -> ClipScores:
-    with open_clip(clip) as (fmt, frames):
+    painted = None
+    if options.keyframes is not None:
+        from colorvid.keyframes import KeyframeSet
+
+        if clip.images is not None:
+            raise InputError(f"{clip.path}: --keyframes needs a video reference (keyframes are numbered by frame)")
+        painted = KeyframeSet.from_folder(options.keyframes, clip.path)
+    spec = options.keyframes_from_truth
+    with ExitStack() as stack:
+        fmt, frames = stack.enter_context(open_clip(clip))
         colorizer = model.frame_colorizer(fmt.matrix, fmt.full_range)
+        choose = TruthKeyframes(spec) if spec else None
+        if painted is not None or (choose is not None and choose.every is not None):
+            # a second pass over the clip, read ahead, carries each keyframe back to the start of its shot
+            _, again = stack.enter_context(open_clip(clip))
+            ahead = _keyed_frames(again, fmt, TruthKeyframes(spec) if spec else None, painted)
+            colorizer.read_ahead(itertools.islice(ahead, options.max_frames), fmt.work_format)
         meter = ClipMeter(fmt.matrix, options.ssim_every or ssim_stride(fmt.width, fmt.height))
         bar = progress(clip.path.name, _limit(fmt.frame_count, options.max_frames))
-        choose = TruthKeyframes(options.keyframes_from_truth) if options.keyframes_from_truth else None
-        painted = None
-        if options.keyframes is not None:
-            from colorvid.keyframes import KeyframeSet
-
-            if clip.images is not None:
-                raise InputError(f"{clip.path}: --keyframes needs a video reference (keyframes are numbered by frame)")
-            painted = KeyframeSet.from_folder(options.keyframes, clip.path)
         try:
-            for batch in _batches(frames, options.colorize.batch_size, options.max_frames):
-                truths = [fmt.to_rgb(source) for source in batch]
-                keys = {}
-                if choose is not None:
-                    keys = {i: truths[i].float() / 255.0 for i in choose(len(batch))}
-                if painted is not None:
-                    numbers = {i: painted.at(frame.pts) for i, frame in enumerate(batch)}
-                    keys.update({i: painted.image(n) for i, n in numbers.items() if n is not None})
+            keyed = _keyed_frames(frames, fmt, choose, painted)
+            for batch in _batches(keyed, options.colorize.batch_size, options.max_frames):
+                sources = [frame for frame, _ in batch]
+                truths = [fmt.to_rgb(source) for source in sources]
+                keys = {i: key for i, (_, key) in enumerate(batch) if key is not None}
                 if choose is not None and choose.shots:
-                    colorized = colorizer.colorize_frames(batch, fmt.work_format, shot_keyframes=keys)
+                    colorized = colorizer.colorize_frames(sources, fmt.work_format, shot_keyframes=keys)
                 else:
-                    colorized = colorizer.colorize_frames(batch, fmt.work_format, keys)
+                    colorized = colorizer.colorize_frames(sources, fmt.work_format, keys)
                 for truth, out in zip(truths, colorized):
                     meter.add(fmt.to_rgb(out), truth)
                 bar.update(len(batch))
         finally:
             bar.close()
     return _clip_scores(clip, None, fmt, meter)
+
+
+def _keyed_frames(frames: Iterator, fmt: _Format, choose: TruthKeyframes | None, painted: KeyframeSet | None
+                  ) -> Iterator[tuple]:
+    """Each frame with the keyframe shown for it (RGB (3, H, W) in 0..1), or None: its own picture
+    where ``choose`` takes it, else a painted one."""
+    for frame in frames:
+        key = None
+        if choose is not None and choose(1):
+            key = fmt.to_rgb(frame).float() / 255.0
+        elif painted is not None and (number := painted.at(frame.pts)) is not None:
+            key = painted.image(number)
+        yield frame, key
 
 
 class TruthKeyframes:

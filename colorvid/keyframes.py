@@ -34,7 +34,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -267,6 +267,16 @@ class KeyframeSet:
         except OSError as exc:
             raise InputError(f"{path}: not a readable image ({exc})") from None
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+
+    def shown(self, frames: Iterable[av.VideoFrame]) -> Generator[tuple[av.VideoFrame, torch.Tensor | None]]:
+        """Each frame with its keyframe's image or None, up to the last keyframe (frames in
+        presentation order)."""
+        last = max(self._by_pts)
+        for frame in frames:
+            if frame.pts is not None and frame.pts > last:
+                return
+            number = self.at(frame.pts)
+            yield frame, None if number is None else self.image(number)
 
     def latest_at_or_before(self, pts: int) -> int | None:
         """The pts of the last keyframe shown at or before ``pts``, else None."""

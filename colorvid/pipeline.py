@@ -427,6 +427,13 @@ class Pipeline:
         if keyframes is not None:
             warmup = max(warmup, keyframe_warmup(source, keyframes, frames.start, done_pts))
         selection = FrameSelection(source, info, frames, done_pts, warmup=warmup, deinterlace=opts.deinterlace)
+        ahead = None
+        if keyframes is not None:
+            # the same frames again, read ahead (past a part's end too) to carry keyframes backwards
+            again = FrameSelection(source, info, replace(frames, end=None), done_pts, warmup=warmup,
+                                   deinterlace=opts.deinterlace)
+            ahead = keyframes.shown(frame for frame, _ in again)
+            colorizer.read_ahead(ahead, frames_format)
         progress = self.progress(source.name, info.frame_count if frames.whole else None)
         progress.update(folder.frames)
         writer = ChunkWriter(folder, target, opts.chunk_seconds)
@@ -449,6 +456,8 @@ class Pipeline:
             raise
         finally:
             progress.close()
+            if ahead is not None:
+                ahead.close()  # and its decoder
         if colorizer.cuts:
             log.debug("%s: %d scene cuts", source, colorizer.cuts)
 

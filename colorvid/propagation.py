@@ -15,20 +15,30 @@ a trust in 0..1 with its color:
   where the warp from the previous frame does not hold (occlusions, new
   objects, failed flow): those pixels take the automatic colors from then on.
 
+The same goes backwards: :class:`KeyframeLookahead` reads ahead of the
+colorizer to the next keyframe of the shot and carries its colors back to the
+frames before it, so a frame between two keyframes takes both (weighted by
+trust and by distance: the nearer keyframe counts more), and the frames of a
+shot before its first keyframe take that one's.
+
 The output is ``automatic + trust * (carried - automatic)``. Everything works at
 the model's output resolution (about 64 x 112), as the smoothers do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from colorvid.color import luma_to_lightness, rgb_to_lab
 from colorvid.flow import estimate_flow, inside, warp
-from colorvid.smoothing import WARP_TOLERANCE, warp_confidence
+from colorvid.smoothing import WARP_TOLERANCE, detect_cuts, warp_confidence
 
 # How far (L units, after removing the mean difference) the keyframe's lightness may be from the
 # frame's where its colors are trusted: painting a frame shifts its lightness a little.
@@ -52,6 +62,12 @@ GRID_BINS = 12
 # The grid's colors are used while at least this share of the keyframe's trust is still carried
 # (fully), less below (in proportion): the picture has become another one.
 SCENE_KEPT = 0.5
+# How far back (frames) a keyframe's colors are carried towards the start of its shot: what the
+# lookahead reads ahead of the colorizer, keeping each frame's small L (about 30 kB).
+BACKWARD_MAX = 1440
+LOOKAHEAD_BATCH = 16  # frames the lookahead reads, and carries back, at a time
+
+
 def keyframe_lab(rgb: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A keyframe image (3, H, W) RGB in 0..1 -> (ab (1, 2, h, w), lightness (1, 1, h, w)) at ``size``.
 
@@ -121,23 +137,88 @@ def _bins(lightness: torch.Tensor) -> torch.Tensor:
     return (lightness / 100.0 * GRID_BINS).long().clamp_(0, GRID_BINS - 1)
 
 
+@dataclass
+class Carried:
+    """One keyframe's colors at a frame: ab (1, 2, h, w), trust (1, 1, h, w) in 0..1 (1: take ab), and
+    how many frames the frame is from the keyframe."""
+
+    ab: torch.Tensor
+    trust: torch.Tensor
+    distance: int
+
+
+class _Carrier:
+    """One keyframe's colors moved along the flow, frame after frame, in one direction."""
+
+    def __init__(self, ab: torch.Tensor, lightness: torch.Tensor, trust: torch.Tensor):
+        self.ab = ab
+        self.trust = trust
+        self.grid = ColorGrid(ab, lightness, trust)  # the keyframe's colors by place and lightness
+        self.key_trust = trust.mean().clamp(min=1e-3)
+        self.shift = torch.zeros(2, device=ab.device)  # the camera's motion since the keyframe (x, y pixels)
+        self.distance = 0
+
+    @classmethod
+    def from_image(cls, image: torch.Tensor, lightness: torch.Tensor, tolerance: float) -> _Carrier:
+        """A colorist's keyframe (RGB (3, H, W) in 0..1) of the frame whose L is ``lightness`` (1, 1, h, w)."""
+        key_ab, key_l = keyframe_lab(image.to(lightness.device), (lightness.shape[-2], lightness.shape[-1]))
+        # A keyframe is a picture of this very frame: compared in place, not searched for with the
+        # flow, which would also find a fit for a picture of something else.
+        match = warp_confidence(key_l, lightness, torch.zeros(1, 2, *lightness.shape[-2:], device=lightness.device),
+                                tolerance)
+        trust = match * ((match.mean() - KEY_CHANCE) / (KEY_MATCH - KEY_CHANCE)).clamp(0.0, 1.0)
+        return cls(key_ab, lightness, trust)
+
+    def step(self, motion: torch.Tensor, confidence: torch.Tensor) -> None:
+        """Move on by one frame: ``motion`` (1, 2, h, w) from the new frame into the last one, and how
+        far each carried color keeps its trust over that step (1, 1, h, w)."""
+        self.ab = warp(self.ab, motion)
+        self.trust = warp(self.trust, motion) * confidence
+        self.shift = self.shift + motion.flatten(2).median(dim=2).values[0]
+        self.distance += 1
+
+    def colors(self, lightness: torch.Tensor) -> Carried:
+        """The carried colors at the current frame (L (1, 1, h, w)), where the flow lost them filled in
+        from the keyframe's colors at that place and lightness."""
+        fill, found = self.grid.colors(lightness, self.shift)
+        # ... while the shot still holds the keyframe's scene: when most of the carried trust is
+        # gone at once (a cut the detector missed, a dissolve), so is the grid's
+        still_there = (self.trust.mean() / self.key_trust / SCENE_KEPT).clamp(max=1.0)
+        filled = (1 - self.trust) * found * still_there
+        trust = self.trust + filled
+        ab = (self.trust * self.ab + filled * fill) / trust.clamp(min=1e-6)
+        return Carried(ab, trust, self.distance)
+
+
+def combine(ahead: Carried | None, behind: Carried | None) -> Carried | None:
+    """The colors of the keyframes before (``behind``) and after (``ahead``) a frame, together.
+
+    Each keyframe's colors are weighted by their trust and by the other keyframe's distance
+    (the nearer keyframe counts more); the trust is that of either.
+    """
+    if ahead is None or behind is None:
+        return ahead if behind is None else behind
+    total = ahead.distance + behind.distance
+    weight_behind = behind.trust * (ahead.distance / total)
+    weight_ahead = ahead.trust * (behind.distance / total)
+    ab = (weight_behind * behind.ab + weight_ahead * ahead.ab) / (weight_behind + weight_ahead).clamp(min=1e-6)
+    trust = 1 - (1 - behind.trust) * (1 - ahead.trust)
+    return Carried(ab, trust, min(ahead.distance, behind.distance))
+
+
+def _step_confidence(prev_l: torch.Tensor, cur_l: torch.Tensor, flow: torch.Tensor, tolerance: float
+                     ) -> torch.Tensor:
+    return (warp_confidence(prev_l, cur_l, flow, tolerance) / STEP_CONFIDENCE).clamp_(max=1.0)
+
+
 class KeyframeGuide:
     """Keyframe colors carried through their shots, for one video's frames in presentation order."""
 
     def __init__(self, key_tolerance: float = KEY_TOLERANCE, step_tolerance: float = WARP_TOLERANCE):
         self.key_tolerance = key_tolerance
         self.step_tolerance = step_tolerance
-        self._carried: torch.Tensor | None = None  # (1, 2, h, w) ab
-        self._trust: torch.Tensor | None = None  # (1, 1, h, w)
+        self._carrier: _Carrier | None = None  # the last keyframe's colors, carried forwards
         self._previous: torch.Tensor | None = None  # the last frame's L (1, 1, h, w)
-        self._grid: ColorGrid | None = None  # the keyframe's colors by place and lightness
-        self._shift = torch.zeros(2)  # the camera's motion since the keyframe (x, y pixels)
-        self._key_trust = torch.tensor(1.0)  # the mean trust at the keyframe
-
-    def _start_grid(self, ab: torch.Tensor, lightness: torch.Tensor, trust: torch.Tensor) -> None:
-        self._grid = ColorGrid(ab, lightness, trust)
-        self._key_trust = trust.mean().clamp(min=1e-3)
-        self._shift = torch.zeros(2, device=ab.device)
 
     def __call__(
         self,
@@ -146,52 +227,133 @@ class KeyframeGuide:
         cuts: torch.Tensor,
         keys: Mapping[int, torch.Tensor],
         model_keys: Mapping[int, torch.Tensor] | None = None,
+        ahead: Sequence[Carried | None] | None = None,
     ) -> torch.Tensor:
         """A batch's automatic ab (B, 2, h, w) and L (B, 1, h, w), its cut flags (B,) and its keyframes
         (batch index -> RGB (3, H, W) in 0..1) -> the guided ab.
 
         ``model_keys`` (batch index -> ab (1, 2, h, w)) are keyframe colors another model
         predicted for that very frame: fully trusted there, carried as a keyframe's.
+        ``ahead`` holds, per frame, the colors of the next keyframe of its shot carried
+        backwards to it (:class:`KeyframeLookahead`), or None.
         """
         model_keys = model_keys or {}
+        ahead = ahead or [None] * ab.shape[0]
         previous = self._previous
         self._previous = lightness[-1:].clone()
         if previous is not None and previous.shape[1:] != lightness.shape[1:]:
-            previous, self._carried, self._trust = None, None, None
-        if self._carried is None and not keys and not model_keys:
+            previous, self._carrier = None, None
+        if self._carrier is None and not keys and not model_keys and not any(ahead):
             return ab
         prev_l = torch.cat((lightness[:1] if previous is None else previous, lightness[:-1]))
         flow = estimate_flow(prev_l, lightness)
-        step = (warp_confidence(prev_l, lightness, flow, self.step_tolerance) / STEP_CONFIDENCE).clamp_(max=1.0)
+        step = _step_confidence(prev_l, lightness, flow, self.step_tolerance)
         out = ab.clone()
         for i in range(ab.shape[0]):
             frame_l = lightness[i : i + 1]
             if i in keys:  # a colorist's keyframe comes first
-                key_ab, key_l = keyframe_lab(keys[i].to(ab.device), (frame_l.shape[-2], frame_l.shape[-1]))
-                # A keyframe is a picture of this very frame: compared in place, not searched for
-                # with the flow, which would also find a fit for a picture of something else.
-                self._carried = key_ab
-                match = warp_confidence(key_l, frame_l, torch.zeros_like(flow[:1]), self.key_tolerance)
-                self._trust = match * ((match.mean() - KEY_CHANCE) / (KEY_MATCH - KEY_CHANCE)).clamp(0.0, 1.0)
-                self._start_grid(key_ab, frame_l, self._trust)
+                self._carrier = _Carrier.from_image(keys[i], frame_l, self.key_tolerance)
             elif i in model_keys:
-                self._carried = model_keys[i].to(ab.device, ab.dtype)
-                self._trust = torch.ones_like(frame_l, dtype=ab.dtype)
-                self._start_grid(self._carried, frame_l, self._trust)
-            elif bool(cuts[i]) or self._carried is None or self._trust is None:
-                self._carried = self._trust = self._grid = None
-                continue
-            else:
-                motion = flow[i : i + 1]
-                self._carried = warp(self._carried, motion)
-                self._trust = warp(self._trust, motion) * step[i : i + 1]
-                self._shift = self._shift + motion.flatten(2).median(dim=2).values[0]
-            guided = torch.lerp(ab[i : i + 1], self._carried, self._trust)
-            if self._grid is not None:  # where the carried colors are lost, the keyframe's at that place and L
-                fill, found = self._grid.colors(frame_l, self._shift)
-                # ... while the shot still holds the keyframe's scene: when most of the carried
-                # trust is gone at once (a cut the detector missed, a dissolve), so is the grid's
-                still_there = (self._trust.mean() / self._key_trust / SCENE_KEPT).clamp(max=1.0)
-                guided = guided + (1 - self._trust) * (found * still_there) * (fill - ab[i : i + 1])
-            out[i] = guided[0]
+                key_ab = model_keys[i].to(ab.device, ab.dtype)
+                self._carrier = _Carrier(key_ab, frame_l, torch.ones_like(frame_l, dtype=ab.dtype))
+            elif bool(cuts[i]):
+                self._carrier = None
+            elif self._carrier is not None:
+                self._carrier.step(flow[i : i + 1], step[i : i + 1])
+            behind = self._carrier.colors(frame_l) if self._carrier is not None else None
+            carried = combine(ahead[i], behind)
+            if carried is not None:
+                out[i] = torch.lerp(ab[i : i + 1], carried.ab.to(ab.dtype), carried.trust.to(ab.dtype))[0]
         return out
+
+
+class KeyframeLookahead:
+    """The next keyframe of each frame's shot, carried backwards to the frame.
+
+    It reads a second pass over the same frames ahead of the colorizer: from a
+    frame up to the next keyframe, scene cut or end (at most BACKWARD_MAX
+    frames), keeping only their small L; at a keyframe, its colors go back
+    along the flow over the frames read, as :class:`KeyframeGuide` carries
+    them forwards. A frame with no keyframe ahead in its shot gets None.
+    """
+
+    def __init__(
+        self,
+        frames: Iterable[tuple[Any, torch.Tensor | None]],
+        lightness: Callable[[list, tuple[int, int]], torch.Tensor],
+        key_tolerance: float = KEY_TOLERANCE,
+        step_tolerance: float = WARP_TOLERANCE,
+        max_frames: int | None = None,
+    ):
+        """``frames`` yields each frame with its keyframe image (RGB (3, H, W) in 0..1) or None, in
+        the order the colorizer gets them; ``lightness(frames, size)`` is the colorizer's L of a
+        batch of them at its output size (the frames' cut flags are found from it, as its are)."""
+        self._frames = iter(frames)
+        self._lightness = lightness
+        self.key_tolerance = key_tolerance
+        self.step_tolerance = step_tolerance
+        self.max_frames = BACKWARD_MAX if max_frames is None else max_frames
+        self._read: deque[tuple[torch.Tensor, bool, torch.Tensor | None]] = deque()  # (L, cut, key), not yet in a span
+        self._span: list[torch.Tensor] = []  # L of the frames since the last keyframe or cut
+        self._ready: deque[Carried | None] = deque()  # decided, in order, not yet taken
+        self._previous: torch.Tensor | None = None
+        self._ended = False
+
+    def take(self, count: int, size: tuple[int, int]) -> list[Carried | None]:
+        """The next ``count`` frames' colors from keyframes ahead, at ``size`` (the guide's L size)."""
+        while len(self._ready) < count:
+            self._advance(size)
+        return [self._ready.popleft() for _ in range(count)]
+
+    def _advance(self, size: tuple[int, int]) -> None:
+        """Decide at least one more frame."""
+        if not self._read and not self._read_batch(size):
+            self._ready.extend([None] * (len(self._span) or 1))  # past the end: nothing ahead
+            self._span = []
+            return
+        lightness, cut, key = self._read.popleft()
+        if cut and self._span:  # the shot ended before any keyframe
+            self._ready.extend([None] * len(self._span))
+            self._span = []
+        if key is None:
+            self._span.append(lightness)
+            if len(self._span) > self.max_frames:  # too far from any keyframe ahead
+                self._span.pop(0)
+                self._ready.append(None)
+            return
+        self._ready.extend(self._carry_back(key, lightness))
+        self._ready.append(None)  # the keyframe's own frame: its colors go forwards from there
+        self._span = []
+
+    def _read_batch(self, size: tuple[int, int]) -> bool:
+        batch = list(itertools.islice(self._frames, LOOKAHEAD_BATCH))
+        if not batch:
+            return False
+        lightness = self._lightness([frame for frame, _ in batch], size)
+        if self._previous is not None and self._previous.shape[1:] != lightness.shape[1:]:
+            self._previous = None
+        cuts = detect_cuts(lightness, self._previous)
+        self._previous = lightness[-1:].clone()
+        for i, (_, key) in enumerate(batch):
+            self._read.append((lightness[i : i + 1], bool(cuts[i]), key))
+        return True
+
+    def _carry_back(self, image: torch.Tensor, key_l: torch.Tensor) -> list[Carried]:
+        """The keyframe's colors at each frame of the span before it, in presentation order."""
+        span = self._span
+        if not span:
+            return []
+        carrier = _Carrier.from_image(image, key_l, self.key_tolerance)
+        later = torch.cat((*span[1:], key_l))  # frame j + 1 of each frame j of the span
+        earlier = torch.cat(span)
+        carried: list[Carried] = []
+        for end in range(len(span), 0, -LOOKAHEAD_BATCH):
+            start = max(0, end - LOOKAHEAD_BATCH)
+            flow = estimate_flow(later[start:end], earlier[start:end])
+            step = _step_confidence(later[start:end], earlier[start:end], flow, self.step_tolerance)
+            for j in range(end - start - 1, -1, -1):
+                carrier.step(flow[j : j + 1], step[j : j + 1])
+                colors = carrier.colors(earlier[start + j : start + j + 1])
+                carried.append(Carried(colors.ab.half(), colors.trust.half(), colors.distance))
+        carried.reverse()
+        return carried

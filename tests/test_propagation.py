@@ -36,7 +36,7 @@ from colorvid.errors import InputError
 from colorvid.evaluate import EvaluateOptions, evaluate
 from colorvid.keyframes import KeyframeSet
 from colorvid.pipeline import ColorizeOptions
-from colorvid.propagation import KeyframeGuide
+from colorvid.propagation import KeyframeGuide, KeyframeLookahead
 from colorvid.smoothing import detect_cuts
 
 H, W = 32, 48  # the guide works at the model's output size (about 64 x 112): this is of that order
@@ -73,11 +73,16 @@ def guided(
     keys: dict[int, torch.Tensor],
     automatic: torch.Tensor | list[torch.Tensor],
     batch: int = 8,
+    backwards: bool = True,
 ) -> list[torch.Tensor]:
     """Run a KeyframeGuide over ``frames`` (L, each (1, 1, h, w)) as the colorizer does: in batches,
-    with the cut detector's flags; ``keys`` maps a frame's index in ``frames`` to its keyframe,
-    ``automatic`` is every frame's automatic ab (one for all, or a list). Returns the guided ab."""
+    with the cut detector's flags and (``backwards``) a KeyframeLookahead; ``keys`` maps a frame's
+    index in ``frames`` to its keyframe, ``automatic`` is every frame's automatic ab (one for all,
+    or a list). Returns the guided ab."""
     guide = KeyframeGuide()
+    # the lookahead's frames are the L themselves: it reads them as the colorizer gets them
+    lookahead = KeyframeLookahead(((frame, keys.get(i)) for i, frame in enumerate(frames)),
+                                  lambda batch, size: torch.cat(batch)) if backwards else None
     previous = None
     out: list[torch.Tensor] = []
     for start in range(0, len(frames), batch):
@@ -89,7 +94,8 @@ def guided(
         cuts = detect_cuts(lightness, previous)
         previous = lightness[-1:]
         batch_keys = {i - start: key for i, key in keys.items() if start <= i < start + len(lightness)}
-        out.extend(guide(ab, lightness, cuts, batch_keys).split(1))
+        ahead = lookahead.take(len(lightness), (lightness.shape[-2], lightness.shape[-1])) if lookahead else None
+        out.extend(guide(ab, lightness, cuts, batch_keys, ahead=ahead).split(1))
     return out
 
 
@@ -129,6 +135,57 @@ def test_keyframe_colors_move_with_the_picture():
     old = last[:, 10:22, 10:22].mean((1, 2))
     assert moved.tolist() == pytest.approx([40.0, 30.0], abs=6.0), "the color follows the patch"
     assert float(old.norm()) < 5.0, f"and leaves the place it was, not a ghost of {old.tolist()} there"
+
+
+def test_keyframe_colors_go_back_to_the_start_of_its_shot_and_not_across_the_cut():
+    first_shot = texture(H, W, seed=2, low=75.0, high=95.0)
+    scene = texture(H, W, seed=1)
+    grain = torch.Generator().manual_seed(5)
+    shot = [scene + torch.randn(scene.shape, generator=grain) for _ in range(25)]
+    frames = [first_shot, first_shot + 0.5, *shot]  # a cut at 2; the keyframe at 22, 20 frames into the shot
+    automatic = torch.zeros(1, 2, H, W)
+    out = guided(frames, {22: keyframe(scene, flat_ab(TINT))}, automatic, batch=4)
+    for index in (2, 12, 21, 22, 26):  # the shot's first frame, on to the end
+        mean = out[index].mean((0, 2, 3)).tolist()
+        assert mean == pytest.approx(TINT, abs=2.0), f"frame {index}: mean ab {mean}"
+    for index in (0, 1):  # before the cut, the automatic colors, untouched
+        assert torch.equal(out[index], automatic), f"frame {index}"
+    forwards_only = guided(frames, {22: keyframe(scene, flat_ab(TINT))}, automatic, batch=4, backwards=False)
+    assert torch.equal(forwards_only[12], automatic), "without the lookahead, nothing before the keyframe"
+
+
+def test_frames_between_two_keyframes_take_both_by_distance():
+    scene = texture(H, W, seed=1)
+    frames = [scene.clone() for _ in range(21)]
+    first, second = (30.0, -20.0), (-20.0, 30.0)
+    keys = {0: keyframe(scene, flat_ab(first)), 20: keyframe(scene, flat_ab(second))}
+    out = guided(frames, keys, torch.zeros(1, 2, H, W))
+    means = [ab.mean((0, 2, 3)) for ab in out]
+    assert means[0].tolist() == pytest.approx(first, abs=1.0)
+    assert means[20].tolist() == pytest.approx(second, abs=1.0)
+    assert means[10].tolist() == pytest.approx([5.0, 5.0], abs=2.0), "halfway, half of each"
+    # from one keyframe's colors to the other's, steadily: no jump where one hands over
+    a_channel = [float(m[0]) for m in means]
+    steps = [b - a for a, b in zip(a_channel, a_channel[1:])]
+    assert all(-4.0 < step < 0.0 for step in steps), steps
+
+
+def test_lookahead_reads_only_as_far_as_it_must():
+    scene = texture(H, W, seed=1)
+    read: list[int] = []
+
+    def frames():
+        for i in range(40):
+            read.append(i)
+            yield scene, (keyframe(scene, flat_ab(TINT)) if i == 30 else None)
+
+    lookahead = KeyframeLookahead(frames(), lambda batch, size: torch.cat(batch), max_frames=10)
+    taken = lookahead.take(8, (H, W))
+    assert taken == [None] * 8, "frames more than max_frames before the keyframe take nothing from it"
+    assert len(read) <= 8 + 10 + 16, f"read {len(read)} frames ahead to decide 8"
+    taken = lookahead.take(22, (H, W))
+    assert taken[:12] == [None] * 12 and all(c is not None for c in taken[12:]), "the last 10 before it do"
+    assert [c.distance for c in taken[12:] if c is not None] == list(range(10, 0, -1))
 
 
 def test_keyframe_of_other_content_leaves_the_automatic_colors():
@@ -318,11 +375,12 @@ def test_colorize_with_a_keyframe_carries_its_colors_through_the_shot(tmp_path, 
         assert near < 0.1 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without it"
 
 
-def test_a_part_after_the_keyframe_has_its_colors_as_the_whole_run(tmp_path, tinted_model, run, load_once):
+@pytest.mark.parametrize("key_index", [0, 12], ids=["keyframe-in-the-first-part", "keyframe-in-the-second-part"])
+def test_parts_have_the_keyframe_colors_of_the_whole_run(tmp_path, tinted_model, run, load_once, key_index):
     source = tmp_path / "film.mkv"
     make_clip(source, frames=16, color=False, audio_tracks=0)
     keys = tmp_path / "keys"
-    write_keyframe(source, keys)
+    write_keyframe(source, keys, key_index)
     # smoothing remembers 5 frames at 0.3: only the keyframe warmup reaches back to frame 1 from frame 9
     common = ["--model", tinted_model, "--codec", "ffv1", "--temporal", "flow", "--smooth", "0.3", "--keyframes",
               keys, *SMALL]
@@ -338,8 +396,31 @@ def test_a_part_after_the_keyframe_has_its_colors_as_the_whole_run(tmp_path, tin
     assert read_video_pts(out) == read_video_pts(whole)
     joined, expected = decoded_planes(out), decoded_planes(whole)
     assert chroma_offset(expected[14])[0] > 5, "the keyframe's blue still shows late in the whole run"
+    assert chroma_offset(expected[1])[0] > 5, "and early"
     for index, (a, b) in enumerate(zip(joined, expected)):
         assert int(np.abs(a - b).max()) <= 1, f"frame {index} differs from the whole run"
+
+
+def test_a_keyframe_colors_the_frames_before_it_in_its_shot(tmp_path, tinted_model, run, load_once):
+    source = tmp_path / "film.mkv"
+    make_clip(source, width=96, height=64, frames=16, color=False, audio_tracks=1)
+    keys = tmp_path / "keys"
+    painted = write_keyframe(source, keys, index=10)
+    common = ["--model", tinted_model, "--codec", "ffv1", *SMALL]
+    automatic, out = tmp_path / "automatic.mkv", tmp_path / "out.mkv"
+    assert run(["colorize", source, "-o", automatic, *common])[0] == 0
+    status, err = run(["colorize", source, "-o", out, "--keyframes", keys, *common])
+    assert status == 0, err
+    assert read_video_pts(out) == read_video_pts(source)
+    assert y_psnr(source, out) == math.inf
+
+    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
+    target = chroma_offset(painted_yuv.astype(float))
+    with_keys, without = decoded_planes(out), decoded_planes(automatic)
+    for index in (0, 5, 10, 15):
+        near = np.linalg.norm(chroma_offset(with_keys[index]) - target)
+        far = np.linalg.norm(chroma_offset(without[index]) - target)
+        assert near < 0.1 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without it"
 
 
 def test_keyframes_take_one_film(tmp_path, run):
