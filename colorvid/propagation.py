@@ -151,7 +151,11 @@ class _Carrier:
     """One keyframe's colors moved along the flow, frame after frame, in one direction."""
 
     def __init__(self, ab: torch.Tensor, lightness: torch.Tensor, trust: torch.Tensor):
+        self.key_ab = ab
         self.ab = ab
+        # where each pixel was in the keyframe (an offset in pixels, as a flow): the colors are
+        # sampled from the keyframe once, not resampled at every step, which would blur them away
+        self.position = torch.zeros(1, 2, *ab.shape[-2:], device=ab.device, dtype=ab.dtype)
         self.trust = trust
         self.grid = ColorGrid(ab, lightness, trust)  # the keyframe's colors by place and lightness
         self.key_trust = trust.mean().clamp(min=1e-3)
@@ -172,7 +176,8 @@ class _Carrier:
     def step(self, motion: torch.Tensor, confidence: torch.Tensor) -> None:
         """Move on by one frame: ``motion`` (1, 2, h, w) from the new frame into the last one, and how
         far each carried color keeps its trust over that step (1, 1, h, w)."""
-        self.ab = warp(self.ab, motion)
+        self.position = warp(self.position, motion) + motion
+        self.ab = warp(self.key_ab, self.position)
         self.trust = warp(self.trust, motion) * confidence
         self.shift = self.shift + motion.flatten(2).median(dim=2).values[0]
         self.distance += 1
