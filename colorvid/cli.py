@@ -198,11 +198,14 @@ def _tqdm_progress(quiet: bool):
 @click.option("--keyframes-model", default=None, metavar="NAME|FILE",
               help="Color the first frame of each shot with this (slower, stronger) model and carry its colors "
                    "through the shot with the main model's pipeline, e.g. --keyframes-model ddcolor-artistic.")
+@click.option("--keyframes-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --keyframes-model: also color a frame whenever this long has passed since the last "
+                   "keyframe of its shot (as 'keyframes extract --every' picks them).")
 @verbosity_options
 @click.pass_context
 def colorize(ctx, inputs, output, model, device, batch_size, render_size, temporal, smooth, codec, crf, preset, pix_fmt,
              half, overwrite, skip_existing, suffix, resume, deinterlace, segment, time_range, chunk_seconds, report,
-             keyframes, keyframes_model):
+             keyframes, keyframes_model, keyframes_every):
     """Colorize videos (or still images).
 
     A run can be stopped at any time (Ctrl-C, kill, power loss) and continued
@@ -225,6 +228,8 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         raise click.UsageError("--segment and --range take one input file")
     if keyframes is not None and (len(inputs) != 1 or os.path.isdir(inputs[0])):
         raise click.UsageError("--keyframes takes one input film (its keyframes are numbered by its frames)")
+    if keyframes_every is not None and keyframes_model is None:
+        raise click.UsageError("--keyframes-every goes with --keyframes-model")
     try:
         temporal_settings(temporal, smooth, has_head=True)  # the model's own default is settled when it is loaded
     except ValueError as exc:
@@ -236,7 +241,7 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite,
         skip_existing=skip_existing, suffix=suffix, resume=resume, chunk_seconds=chunk_seconds,
         deinterlace="bwdif" if deinterlace else None, segment=segment, time_range=time_range, keyframes=keyframes,
-        keyframes_model=keyframes_model,
+        keyframes_model=keyframes_model, keyframes_every=keyframes_every,
     )
 
     def tell(result: pipeline.FileResult) -> None:
@@ -383,11 +388,13 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
               help="As in 'colorize': a folder of painted keyframes for the (one) reference.")
 @click.option("--keyframes-model", default=None, metavar="NAME|FILE",
               help="As in 'colorize': this model colors the first frame of each shot, carried through the shot.")
+@click.option("--keyframes-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="As in 'colorize': with --keyframes-model, one more keyframe whenever this long has passed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per clip and the mean) instead of a table.")
 @verbosity_options
 @click.pass_context
 def evaluate(ctx, references, colorized, model, device, batch_size, render_size, temporal, smooth, max_frames,
-             ssim_every, truth_keys, keyframes, keyframes_model, as_json):
+             ssim_every, truth_keys, keyframes, keyframes_model, keyframes_every, as_json):
     """Score colorization against the color originals, beside a gray baseline.
 
     A REFERENCE is a color video, a folder of frames (images in name order),
@@ -423,10 +430,13 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
         raise click.UsageError(f"--temporal and --smooth: {exc}") from None
     if keyframes is not None and (len(references) != 1 or colorized is not None):
         raise click.UsageError("--keyframes takes one reference video and no --colorized")
+    if keyframes_every is not None and keyframes_model is None:
+        raise click.UsageError("--keyframes-every goes with --keyframes-model")
 
     options = EvaluateOptions(
         colorize=ColorizeOptions(model=model, device=device, batch_size=batch_size, render_size=render_size,
-                                 smooth=smooth, temporal=temporal, keyframes_model=keyframes_model),
+                                 smooth=smooth, temporal=temporal, keyframes_model=keyframes_model,
+                                 keyframes_every=keyframes_every),
         max_frames=max_frames, ssim_every=ssim_every, keyframes_from_truth=truth_keys, keyframes=keyframes,
     )
     result = run_evaluation(list(references), colorized, options, progress=_tqdm_progress(ctx.obj["quiet"]))

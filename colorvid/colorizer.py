@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TypedDict
 
 import av
@@ -33,7 +34,7 @@ from colorvid.color import (
 )
 from colorvid.errors import ColorizeError
 from colorvid.models import Network
-from colorvid.propagation import KeyframeGuide, KeyframeLookahead
+from colorvid.propagation import Ahead, KeyframeGuide, KeyframeLookahead
 from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 
 log = logging.getLogger("colorvid")
@@ -105,13 +106,16 @@ class FrameColorizer:
         source_matrix: str | None = None,
         source_full_range: bool | None = None,
         key_model: Network | None = None,
+        key_every: float | None = None,
     ):
         """``matrix`` ("bt601", "bt709", "bt2020") and ``full_range`` describe the Y'CbCr
         the frames are written in; the ``source_`` pair, where it differs, the decoded
         frames' (they are converted on the way in).
         ``temporal`` ("none", "blend", "flow", "model"; None = "blend") picks the smoother,
         ``smooth`` its strength (0 = off whatever the mode); "model" needs a model with a
-        temporal head (the previous-frame model)."""
+        temporal head (the previous-frame model). ``key_model`` colors each shot's first frame,
+        and (``key_every``, seconds) a frame whenever that long has passed since its shot's
+        last keyframe, as keyframes (this needs :meth:`read_ahead`)."""
         self.model = model
         self.device = device
         self.matrix = matrix
@@ -134,24 +138,44 @@ class FrameColorizer:
             self.smoother = TemporalSmoother(0.0 if temporal == "none" else smooth)
         self.guide = KeyframeGuide()
         self.lookahead: KeyframeLookahead | None = None
-        self.key_model = key_model  # colors the first frame of each shot, as a keyframe for the guide
+        self.key_model = key_model
+        # the decimal as written (0.1 s is 1/10 s), to compare exactly with frame times
+        self.key_every = None if key_every is None else Fraction(repr(float(key_every)))
+        self._last_key_time: Fraction | None = None
         self.cuts = 0
 
     def read_ahead(self, frames: Iterable[tuple[av.VideoFrame, torch.Tensor | None]], work_format: str) -> None:
-        """Carry keyframes backwards too: ``frames`` is a second pass over the frames
-        :meth:`colorize_frames` will get, in the same order, each with its keyframe image
-        (as ``keyframes`` takes them) or None. It may end early (after the last keyframe)."""
-
-        def lightness(batch: list[av.VideoFrame], size: tuple[int, int]) -> torch.Tensor:
-            y_codes = torch.from_numpy(np.stack([_Plane.of(self._work_frame(frame, work_format).planes[0], dtype).array
-                                                 for frame in batch])).to(self.device).unsqueeze(1)
-            y_chroma = _downsample(y_codes, shift_h, shift_w)
-            _, l_small = _network_input(self.model, y_codes, y_chroma, bit_depth, self.full_range)
-            return F.interpolate(l_small, size=size, mode="area")
-
+        """Carry keyframes backwards too, and pick the key model's keyframes: ``frames`` is a
+        second pass over the frames :meth:`colorize_frames` will get, in the same order, each
+        with its keyframe image (as ``keyframes`` takes them) or None. It may end after the
+        last keyframe where there is no key model."""
         bit_depth, shift_w, shift_h = WORK_FORMATS[work_format]
         dtype = np.uint16 if bit_depth > 8 else np.uint8
-        self.lookahead = KeyframeLookahead(frames, torch.inference_mode()(lightness))
+
+        def luma(batch: list[av.VideoFrame]) -> torch.Tensor:
+            planes = [_Plane.of(self._work_frame(frame, work_format).planes[0], dtype).array for frame in batch]
+            return torch.from_numpy(np.stack(planes)).to(self.device).unsqueeze(1)
+
+        @torch.inference_mode()
+        def lightness(batch: list[av.VideoFrame], size: tuple[int, int]) -> torch.Tensor:
+            y_codes = luma(batch)
+            _, l_small = _network_input(self.model, y_codes, _downsample(y_codes, shift_h, shift_w), bit_depth,
+                                        self.full_range)
+            return F.interpolate(l_small, size=size, mode="area")
+
+        @torch.inference_mode()
+        def model_key(frame: av.VideoFrame, cut: bool, painted: bool, size: tuple[int, int]) -> torch.Tensor | None:
+            time = frame.pts * frame.time_base if frame.pts is not None and frame.time_base is not None else None
+            last, every = self._last_key_time, self.key_every
+            due = cut or (every is not None and time is not None and last is not None and time - last >= every)
+            if painted or due:
+                self._last_key_time = time
+            if painted or not due:
+                return None
+            y_codes = luma([frame])
+            return self._key_model_colors(y_codes, _downsample(y_codes, shift_h, shift_w), size, bit_depth)
+
+        self.lookahead = KeyframeLookahead(frames, lightness, model_key if self.key_model is not None else None)
 
     def _work_frame(self, frame: av.VideoFrame, work_format: str) -> av.VideoFrame:
         """The frame in the work format and the output's Y'CbCr (the frame itself if it is already)."""
@@ -225,14 +249,13 @@ class FrameColorizer:
         for i, image in (shot_keyframes or {}).items():
             if bool(cuts[i]):
                 keyframes.setdefault(i, image)
-        model_keys = {}
-        if self.key_model is not None:
-            for i in range(len(frames)):
-                if bool(cuts[i]) and i not in keyframes:
-                    model_keys[i] = self._key_model_colors(y_codes[i : i + 1], y_chroma[i : i + 1],
-                                                           tuple(ab_low.shape[-2:]), bit_depth)
-        ahead = self.lookahead.take(len(frames), (l_low.shape[-2], l_low.shape[-1])) if self.lookahead else None
-        ab_low = self.guide(ab_low, l_low, cuts, keyframes, model_keys, ahead)
+        assert self.key_model is None or self.lookahead is not None, "the key model's keyframes come from read_ahead"
+        if self.lookahead is not None:
+            ahead = self.lookahead.take(len(frames), (l_low.shape[-2], l_low.shape[-1]))
+        else:
+            ahead = [Ahead()] * len(frames)
+        model_keys = {i: a.model_key for i, a in enumerate(ahead) if a.model_key is not None and i not in keyframes}
+        ab_low = self.guide(ab_low, l_low, cuts, keyframes, model_keys, [a.carried for a in ahead])
         chroma_low = rgb_to_chroma(lab_to_rgb(torch.cat((l_low, ab_low), dim=1)), self.matrix, full_range, bit_depth)
         y_low = F.interpolate(y_small, size=ab_low.shape[-2:], mode="area")
         chroma = guided_upsample(chroma_low, y_low, y_chroma, scale=1.0 / (1 << bit_depth))

@@ -401,7 +401,8 @@ def evaluate(
                         smooth=model.smooth, temporal=model.temporal, batch_size=options.colorize.batch_size,
                         keyframes_from_truth=options.keyframes_from_truth,
                         keyframes=str(options.keyframes) if options.keyframes is not None else None,
-                        keyframes_model=options.colorize.keyframes_model)
+                        keyframes_model=options.colorize.keyframes_model,
+                        keyframes_every=options.colorize.keyframes_every)
     results = []
     for index, clip in enumerate(clips):
         if model is not None:
@@ -424,9 +425,9 @@ def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions
     spec = options.keyframes_from_truth
     with ExitStack() as stack:
         fmt, frames = stack.enter_context(open_clip(clip))
-        colorizer = model.frame_colorizer(fmt.matrix, fmt.full_range)
+        colorizer = model.frame_colorizer(fmt.matrix, fmt.full_range, key_every=options.colorize.keyframes_every)
         choose = TruthKeyframes(spec) if spec else None
-        if painted is not None or (choose is not None and choose.every is not None):
+        if painted is not None or (choose is not None and choose.every is not None) or colorizer.key_model is not None:
             # a second pass over the clip, read ahead, carries each keyframe back to the start of its shot
             _, again = stack.enter_context(open_clip(clip))
             ahead = _keyed_frames(again, fmt, TruthKeyframes(spec) if spec else None, painted)

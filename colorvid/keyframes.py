@@ -268,12 +268,13 @@ class KeyframeSet:
             raise InputError(f"{path}: not a readable image ({exc})") from None
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
-    def shown(self, frames: Iterable[av.VideoFrame]) -> Generator[tuple[av.VideoFrame, torch.Tensor | None]]:
+    def shown(self, frames: Iterable[av.VideoFrame], to_end: bool = False
+              ) -> Generator[tuple[av.VideoFrame, torch.Tensor | None]]:
         """Each frame with its keyframe's image or None, up to the last keyframe (frames in
-        presentation order)."""
+        presentation order), or to the end."""
         last = max(self._by_pts)
         for frame in frames:
-            if frame.pts is not None and frame.pts > last:
+            if not to_end and frame.pts is not None and frame.pts > last:
                 return
             number = self.at(frame.pts)
             yield frame, None if number is None else self.image(number)

@@ -63,6 +63,7 @@ class ColorizeOptions:
     resume: bool = False  # continue the work an interrupted run left beside the output
     keyframes: Path | None = None  # a folder of a colorist's keyframes for the (one) film
     keyframes_model: str | None = None  # another model that colors each shot's first frame as its keyframe
+    keyframes_every: float | None = None  # seconds: the keyframes model also colors a frame this often in a shot
     chunk_seconds: float = 4.0  # length of the independently encoded pieces (what a resume redoes)
     deinterlace: str | None = None  # "bwdif" or "yadif"; None = frames as decoded
     segment: tuple[int, int] | None = None  # (I, N): only part I of N equal spans of the film
@@ -337,6 +338,7 @@ class Pipeline:
             settings["keyframes"] = keyframes.digest()
         if self.runtime.key_file is not None:
             settings["keyframes_model"] = self.runtime.key_file.sha256
+            settings["keyframes_every"] = opts.keyframes_every
         state = chunks.new_state(source, info, settings, frames, target)
         folder = chunks.WorkFolder.open(folder_path, state, resume=opts.resume, restart=opts.overwrite,
                                         output=target)
@@ -419,7 +421,8 @@ class Pipeline:
         probe_encoder.close()
         # chroma is computed in the encoder's Y'CbCr (MJPEG, for one, is always full range)
         colorizer = self.runtime.frame_colorizer(
-            probe_encoder.matrix, probe_encoder.full_range, source_matrix=info.matrix, source_full_range=info.full_range
+            probe_encoder.matrix, probe_encoder.full_range, source_matrix=info.matrix,
+            source_full_range=info.full_range, key_every=opts.keyframes_every,
         )
         frames_format = work_format(probe_encoder.pix_fmt, info.bit_depth)
         done_pts = folder.chunks[-1]["last_pts"] if folder.chunks else None
@@ -428,11 +431,15 @@ class Pipeline:
             warmup = max(warmup, keyframe_warmup(source, keyframes, frames.start, done_pts))
         selection = FrameSelection(source, info, frames, done_pts, warmup=warmup, deinterlace=opts.deinterlace)
         ahead = None
-        if keyframes is not None:
+        if keyframes is not None or colorizer.key_model is not None:
             # the same frames again, read ahead (past a part's end too) to carry keyframes backwards
             again = FrameSelection(source, info, replace(frames, end=None), done_pts, warmup=warmup,
                                    deinterlace=opts.deinterlace)
-            ahead = keyframes.shown(frame for frame, _ in again)
+            frames_again = (frame for frame, _ in again)
+            if keyframes is None:
+                ahead = ((frame, None) for frame in frames_again)
+            else:  # without a key model, nothing is read after the last keyframe
+                ahead = keyframes.shown(frames_again, to_end=colorizer.key_model is not None)
             colorizer.read_ahead(ahead, frames_format)
         progress = self.progress(source.name, info.frame_count if frames.whole else None)
         progress.update(folder.frames)

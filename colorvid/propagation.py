@@ -195,6 +195,15 @@ class _Carrier:
         return Carried(ab, trust, self.distance)
 
 
+@dataclass
+class Ahead:
+    """What the lookahead tells of a frame: the next keyframe's colors carried back to it, and, where
+    the key model takes the frame as a keyframe, that model's ab (1, 2, h, w) of it."""
+
+    carried: Carried | None = None
+    model_key: torch.Tensor | None = None
+
+
 def combine(ahead: Carried | None, behind: Carried | None) -> Carried | None:
     """The colors of the keyframes before (``behind``) and after (``ahead``) a frame, together.
 
@@ -279,33 +288,41 @@ class KeyframeLookahead:
     frame up to the next keyframe, scene cut or end (at most BACKWARD_MAX
     frames), keeping only their small L; at a keyframe, its colors go back
     along the flow over the frames read, as :class:`KeyframeGuide` carries
-    them forwards. A frame with no keyframe ahead in its shot gets None.
+    them forwards. A frame with no keyframe ahead in its shot gets nothing.
+    Keyframes are the colorist's images that come with the frames, and the
+    frames that ``model_key`` colors (the key model's: each shot's first
+    frame, and more in long shots), whose colors it hands on to the guide.
     """
 
     def __init__(
         self,
         frames: Iterable[tuple[Any, torch.Tensor | None]],
         lightness: Callable[[list, tuple[int, int]], torch.Tensor],
+        model_key: Callable[[Any, bool, bool, tuple[int, int]], torch.Tensor | None] | None = None,
         key_tolerance: float = KEY_TOLERANCE,
         step_tolerance: float = WARP_TOLERANCE,
         max_frames: int | None = None,
     ):
         """``frames`` yields each frame with its keyframe image (RGB (3, H, W) in 0..1) or None, in
         the order the colorizer gets them; ``lightness(frames, size)`` is the colorizer's L of a
-        batch of them at its output size (the frames' cut flags are found from it, as its are)."""
+        batch of them at its output size (the frames' cut flags are found from it, as its are);
+        ``model_key(frame, cut, painted, size)`` is called for every frame in order (whether it
+        starts a shot, whether it has an image) and gives the key model's ab where that frame is
+        one of its keyframes, else None."""
         self._frames = iter(frames)
         self._lightness = lightness
+        self._model_key = model_key
         self.key_tolerance = key_tolerance
         self.step_tolerance = step_tolerance
         self.max_frames = BACKWARD_MAX if max_frames is None else max_frames
-        self._read: deque[tuple[torch.Tensor, bool, torch.Tensor | None]] = deque()  # (L, cut, key), not yet in a span
+        # read, not yet in a span: (L, cut, keyframe image, key model's ab)
+        self._read: deque[tuple[torch.Tensor, bool, torch.Tensor | None, torch.Tensor | None]] = deque()
         self._span: list[torch.Tensor] = []  # L of the frames since the last keyframe or cut
-        self._ready: deque[Carried | None] = deque()  # decided, in order, not yet taken
+        self._ready: deque[Ahead] = deque()  # decided, in order, not yet taken
         self._previous: torch.Tensor | None = None
-        self._ended = False
 
-    def take(self, count: int, size: tuple[int, int]) -> list[Carried | None]:
-        """The next ``count`` frames' colors from keyframes ahead, at ``size`` (the guide's L size)."""
+    def take(self, count: int, size: tuple[int, int]) -> list[Ahead]:
+        """What comes from keyframes ahead for the next ``count`` frames, at ``size`` (the guide's L size)."""
         while len(self._ready) < count:
             self._advance(size)
         return [self._ready.popleft() for _ in range(count)]
@@ -313,21 +330,26 @@ class KeyframeLookahead:
     def _advance(self, size: tuple[int, int]) -> None:
         """Decide at least one more frame."""
         if not self._read and not self._read_batch(size):
-            self._ready.extend([None] * (len(self._span) or 1))  # past the end: nothing ahead
+            self._ready.extend(Ahead() for _ in range(len(self._span) or 1))  # past the end: nothing ahead
             self._span = []
             return
-        lightness, cut, key = self._read.popleft()
+        lightness, cut, image, model_ab = self._read.popleft()
         if cut and self._span:  # the shot ended before any keyframe
-            self._ready.extend([None] * len(self._span))
+            self._ready.extend(Ahead() for _ in self._span)
             self._span = []
-        if key is None:
+        if image is None and model_ab is None:
             self._span.append(lightness)
             if len(self._span) > self.max_frames:  # too far from any keyframe ahead
                 self._span.pop(0)
-                self._ready.append(None)
+                self._ready.append(Ahead())
             return
-        self._ready.extend(self._carry_back(key, lightness))
-        self._ready.append(None)  # the keyframe's own frame: its colors go forwards from there
+        if image is not None:
+            carrier = _Carrier.from_image(image, lightness, self.key_tolerance)
+        else:
+            assert model_ab is not None
+            carrier = _Carrier(model_ab, lightness, torch.ones_like(lightness))
+        self._ready.extend(Ahead(carried) for carried in self._carry_back(carrier, lightness))
+        self._ready.append(Ahead(model_key=model_ab))  # its own colors go forwards from there
         self._span = []
 
     def _read_batch(self, size: tuple[int, int]) -> bool:
@@ -339,16 +361,17 @@ class KeyframeLookahead:
             self._previous = None
         cuts = detect_cuts(lightness, self._previous)
         self._previous = lightness[-1:].clone()
-        for i, (_, key) in enumerate(batch):
-            self._read.append((lightness[i : i + 1], bool(cuts[i]), key))
+        for i, (frame, image) in enumerate(batch):
+            cut = bool(cuts[i])
+            model_ab = None if self._model_key is None else self._model_key(frame, cut, image is not None, size)
+            self._read.append((lightness[i : i + 1], cut, image, model_ab))
         return True
 
-    def _carry_back(self, image: torch.Tensor, key_l: torch.Tensor) -> list[Carried]:
+    def _carry_back(self, carrier: _Carrier, key_l: torch.Tensor) -> list[Carried]:
         """The keyframe's colors at each frame of the span before it, in presentation order."""
         span = self._span
         if not span:
             return []
-        carrier = _Carrier.from_image(image, key_l, self.key_tolerance)
         later = torch.cat((*span[1:], key_l))  # frame j + 1 of each frame j of the span
         earlier = torch.cat(span)
         carried: list[Carried] = []

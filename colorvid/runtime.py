@@ -115,11 +115,14 @@ class LoadedModel:
         smoothing: bool = True,
         source_matrix: str | None = None,
         source_full_range: bool | None = None,
+        key_every: float | None = None,
     ) -> FrameColorizer:
         """A colorizer for one video's frames, written in ``matrix``/``full_range`` Y'CbCr
-        (see :class:`FrameColorizer`); ``smoothing`` False colorizes each frame on its own."""
+        (see :class:`FrameColorizer`); ``smoothing`` False colorizes each frame on its own;
+        ``key_every`` (seconds) adds the key model's keyframes in long shots."""
         return FrameColorizer(
             self.model, self.device, matrix, full_range, self.smooth if smoothing else 0.0,
             temporal=self.temporal if smoothing else None,
             source_matrix=source_matrix, source_full_range=source_full_range, key_model=self.key_model,
+            key_every=key_every,
         )

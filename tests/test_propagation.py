@@ -32,9 +32,11 @@ from skimage.color import lab2rgb, rgb2lab
 from colorvid import evaluate as evaluate_module
 from colorvid import pipeline
 from colorvid.color import lab_to_rgb
+from colorvid.colorizer import FrameColorizer
 from colorvid.errors import InputError
 from colorvid.evaluate import EvaluateOptions, evaluate
 from colorvid.keyframes import KeyframeSet
+from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.pipeline import ColorizeOptions
 from colorvid.propagation import KeyframeGuide, KeyframeLookahead
 from colorvid.smoothing import detect_cuts
@@ -94,7 +96,9 @@ def guided(
         cuts = detect_cuts(lightness, previous)
         previous = lightness[-1:]
         batch_keys = {i - start: key for i, key in keys.items() if start <= i < start + len(lightness)}
-        ahead = lookahead.take(len(lightness), (lightness.shape[-2], lightness.shape[-1])) if lookahead else None
+        ahead = None
+        if lookahead is not None:
+            ahead = [a.carried for a in lookahead.take(len(lightness), (lightness.shape[-2], lightness.shape[-1]))]
         out.extend(guide(ab, lightness, cuts, batch_keys, ahead=ahead).split(1))
     return out
 
@@ -180,10 +184,10 @@ def test_lookahead_reads_only_as_far_as_it_must():
             yield scene, (keyframe(scene, flat_ab(TINT)) if i == 30 else None)
 
     lookahead = KeyframeLookahead(frames(), lambda batch, size: torch.cat(batch), max_frames=10)
-    taken = lookahead.take(8, (H, W))
+    taken = [a.carried for a in lookahead.take(8, (H, W))]
     assert taken == [None] * 8, "frames more than max_frames before the keyframe take nothing from it"
     assert len(read) <= 8 + 10 + 16, f"read {len(read)} frames ahead to decide 8"
-    taken = lookahead.take(22, (H, W))
+    taken = [a.carried for a in lookahead.take(22, (H, W))]
     assert taken[:12] == [None] * 12 and all(c is not None for c in taken[12:]), "the last 10 before it do"
     assert [c.distance for c in taken[12:] if c is not None] == list(range(10, 0, -1))
 
@@ -421,6 +425,64 @@ def test_a_keyframe_colors_the_frames_before_it_in_its_shot(tmp_path, tinted_mod
         near = np.linalg.norm(chroma_offset(with_keys[index]) - target)
         far = np.linalg.norm(chroma_offset(without[index]) - target)
         assert near < 0.1 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without it"
+
+
+@pytest.fixture(scope="module")
+def key_model(tmp_path_factory) -> Path:
+    """A second colorizer whose colors are KEY_AB everywhere: the --keyframes-model."""
+    torch.manual_seed(0)
+    model = Colorizer(ModelConfig())
+    assert model.regress.bias is not None
+    with torch.no_grad():
+        model.regress.weight.zero_()
+        model.regress.bias.copy_(torch.tensor(KEY_AB) / 110.0)
+    path = tmp_path_factory.mktemp("key-model") / "key.safetensors"
+    save_model(model, path)
+    return path
+
+
+def two_shots(index: int, width: int, height: int) -> np.ndarray:
+    """Frames 0-9 a dark gradient, 10-19 a bright one: a cut at frame 10."""
+    ramp = np.linspace(0, 1, width)[None, :, None]
+    low, high = (20, 90) if index < 10 else (150, 230)
+    return np.broadcast_to(low + (high - low) * ramp, (height, width, 3)).astype(np.uint8).copy()
+
+
+@pytest.mark.parametrize("every,expected_keys", [(None, 2), ("0.2", 4)], ids=["shots", "every-0.2s"])
+def test_keyframes_model_colors_each_shot_start_and_more_in_long_shots(tmp_path, tinted_model, key_model, run,
+                                                                        load_once, monkeypatch, every, expected_keys):
+    source = tmp_path / "film.mkv"
+    make_clip(source, width=96, height=64, frames=20, color=False, audio_tracks=1, picture=two_shots)
+    keyed: list[int] = []
+    real = FrameColorizer._key_model_colors
+
+    def counted(self, *args, **kwargs):
+        keyed.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FrameColorizer, "_key_model_colors", counted)
+    out = tmp_path / "out.mkv"
+    args = ["colorize", source, "-o", out, "--model", tinted_model, "--keyframes-model", key_model, "--codec", "ffv1",
+            *SMALL]
+    status, err = run([*args, *(["--keyframes-every", every] if every else [])])
+    assert status == 0, err
+    # 24 fps: each 10-frame shot is 0.42 s long, so 0.2 s adds a keyframe at its 5th frame
+    assert len(keyed) == expected_keys, "the key model runs on the keyframes only"
+    assert read_video_pts(out) == read_video_pts(source)
+    assert y_psnr(source, out) == math.inf
+    assert audio_packets(out) == audio_packets(source)
+    key_rgb = lab_to_rgb(torch.tensor([[[[50.0]], [[KEY_AB[0]]], [[KEY_AB[1]]]]]))
+    key_yuv = av.VideoFrame.from_ndarray((key_rgb[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                                         .repeat(2, 0).repeat(2, 1), format="rgb24").reformat(format="yuv444p")
+    target = chroma_offset(key_yuv.to_ndarray().astype(float))
+    for index, planes in enumerate(decoded_planes(out)):  # the key model's cyan-blue in both shots, not orange
+        offset = chroma_offset(planes)
+        assert np.sign(offset).tolist() == np.sign(target).tolist(), f"frame {index}: (Cb, Cr) offset {offset}"
+
+
+def test_keyframes_every_needs_a_keyframes_model(tmp_path, run):
+    status, err = run(["colorize", tmp_path / "a.mp4", "-o", tmp_path / "b.mp4", "--keyframes-every", "2"])
+    assert status == 2 and "--keyframes-model" in err
 
 
 def test_keyframes_take_one_film(tmp_path, run):
