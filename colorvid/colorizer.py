@@ -40,6 +40,10 @@ from colorvid.smoothing import ModelSmoother, MotionSmoother, TemporalSmoother
 log = logging.getLogger("colorvid")
 
 GUIDE_RADIUS = 2  # box radius of the guided filter, in model-output pixels
+# ... for frames that take a keyframe's colors: a colorist's colors are exact, and a smaller window
+# mixes fewer of them (neighbors of about the same luma); on two color clips with their first frame
+# as keyframe, +0.7 dB and +2% colorfulness over radius 2 (the automatic colors lose 0.05 dB with it).
+KEYED_GUIDE_RADIUS = 1
 GUIDE_EPS = 1e-3  # regularization of the guided filter, for L scaled to 0..1
 
 
@@ -48,23 +52,25 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def guided_upsample(
-    target_low: torch.Tensor, guide_low: torch.Tensor, guide_high: torch.Tensor, scale: float = 1.0
+    target_low: torch.Tensor, guide_low: torch.Tensor, guide_high: torch.Tensor, scale: float = 1.0,
+    radius: int = GUIDE_RADIUS,
 ) -> torch.Tensor:
     """Fast guided filter (He et al.): fit target = a * guide + b in small windows at
     low resolution, upsample a and b smoothly, and apply them to the full-size guide.
 
     target_low (B, C, h, w); guide_low (B, 1, h, w) and guide_high (B, 1, H, W).
-    ``scale`` brings the guide to about 0..1, the range GUIDE_EPS is meant for.
+    ``scale`` brings the guide to about 0..1, the range GUIDE_EPS is meant for; ``radius`` is
+    the windows' (in low-resolution pixels).
     """
     guide_low = guide_low * scale
-    mean_i = box_filter(guide_low, GUIDE_RADIUS)
-    mean_p = box_filter(target_low, GUIDE_RADIUS)
-    cov_ip = box_filter(guide_low * target_low, GUIDE_RADIUS) - mean_i * mean_p
-    var_i = box_filter(guide_low * guide_low, GUIDE_RADIUS) - mean_i * mean_i
+    mean_i = box_filter(guide_low, radius)
+    mean_p = box_filter(target_low, radius)
+    cov_ip = box_filter(guide_low * target_low, radius) - mean_i * mean_p
+    var_i = box_filter(guide_low * guide_low, radius) - mean_i * mean_i
     a = cov_ip / (var_i + GUIDE_EPS)
     b = mean_p - a * mean_i
     channels = target_low.shape[1]
-    coefficients = box_filter(torch.cat((a * scale, b), dim=1), GUIDE_RADIUS)
+    coefficients = box_filter(torch.cat((a * scale, b), dim=1), radius)
     coefficients = F.interpolate(coefficients, size=guide_high.shape[-2:], mode="bilinear", align_corners=False)
     return torch.addcmul(coefficients[:, channels:], coefficients[:, :channels], guide_high)
 
@@ -255,10 +261,18 @@ class FrameColorizer:
         else:
             ahead = [Ahead()] * len(frames)
         model_keys = {i: a.model_key for i, a in enumerate(ahead) if a.model_key is not None and i not in keyframes}
-        ab_low = self.guide(ab_low, l_low, cuts, keyframes, model_keys, [a.carried for a in ahead])
+        ab_low, keyed = self.guide(ab_low, l_low, cuts, keyframes, model_keys, [a.carried for a in ahead])
         chroma_low = rgb_to_chroma(lab_to_rgb(torch.cat((l_low, ab_low), dim=1)), self.matrix, full_range, bit_depth)
         y_low = F.interpolate(y_small, size=ab_low.shape[-2:], mode="area")
-        chroma = guided_upsample(chroma_low, y_low, y_chroma, scale=1.0 / (1 << bit_depth))
+        if keyed.any():
+            chroma = torch.empty(len(frames), 2, *y_chroma.shape[-2:], device=y_chroma.device)
+            for group, radius in ((keyed, KEYED_GUIDE_RADIUS), (~keyed, GUIDE_RADIUS)):
+                if group.any():
+                    group = group.to(chroma.device)
+                    chroma[group] = guided_upsample(chroma_low[group], y_low[group], y_chroma[group],
+                                                    1.0 / (1 << bit_depth), radius)
+        else:
+            chroma = guided_upsample(chroma_low, y_low, y_chroma, scale=1.0 / (1 << bit_depth))
         peak = (1 << bit_depth) - 1
         # int16 holds every 8- and 10-bit code value; the uint views below reinterpret it
         chroma = chroma.round_().clamp_(0, peak).to(torch.uint8 if bit_depth == 8 else torch.int16).cpu().numpy()

@@ -242,9 +242,10 @@ class KeyframeGuide:
         keys: Mapping[int, torch.Tensor],
         model_keys: Mapping[int, torch.Tensor] | None = None,
         ahead: Sequence[Carried | None] | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch's automatic ab (B, 2, h, w) and L (B, 1, h, w), its cut flags (B,) and its keyframes
-        (batch index -> RGB (3, H, W) in 0..1) -> the guided ab.
+        (batch index -> RGB (3, H, W) in 0..1) -> (the guided ab, bool (B,): which frames took
+        keyframe colors).
 
         ``model_keys`` (batch index -> ab (1, 2, h, w)) are keyframe colors another model
         predicted for that very frame: fully trusted there, carried as a keyframe's.
@@ -257,8 +258,9 @@ class KeyframeGuide:
         self._previous = lightness[-1:].clone()
         if previous is not None and previous.shape[1:] != lightness.shape[1:]:
             previous, self._carrier = None, None
+        keyed = torch.zeros(ab.shape[0], dtype=torch.bool)
         if self._carrier is None and not keys and not model_keys and not any(ahead):
-            return ab
+            return ab, keyed
         prev_l = torch.cat((lightness[:1] if previous is None else previous, lightness[:-1]))
         flow = estimate_flow(prev_l, lightness)
         step = _step_confidence(prev_l, lightness, flow, self.step_tolerance)
@@ -278,7 +280,8 @@ class KeyframeGuide:
             carried = combine(ahead[i], behind)
             if carried is not None:
                 out[i] = torch.lerp(ab[i : i + 1], carried.ab.to(ab.dtype), carried.trust.to(ab.dtype))[0]
-        return out
+                keyed[i] = True
+        return out, keyed
 
 
 class KeyframeLookahead:

@@ -99,7 +99,10 @@ def guided(
         ahead = None
         if lookahead is not None:
             ahead = [a.carried for a in lookahead.take(len(lightness), (lightness.shape[-2], lightness.shape[-1]))]
-        out.extend(guide(ab, lightness, cuts, batch_keys, ahead=ahead).split(1))
+        guided_ab, keyed = guide(ab, lightness, cuts, batch_keys, ahead=ahead)
+        changed = [not torch.equal(g, a) for g, a in zip(guided_ab, ab)]
+        assert all(k for k, c in zip(keyed.tolist(), changed) if c), "every frame that changed is said to be keyed"
+        out.extend(guided_ab.split(1))
     return out
 
 
