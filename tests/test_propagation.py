@@ -483,6 +483,22 @@ def test_keyframes_model_colors_each_shot_start_and_more_in_long_shots(tmp_path,
         assert np.sign(offset).tolist() == np.sign(target).tolist(), f"frame {index}: (Cb, Cr) offset {offset}"
 
 
+def test_evaluate_with_a_keyframes_model(tmp_path, tinted_model, key_model, run, load_once):
+    reference = tmp_path / "ref.mkv"
+    make_clip(reference, width=96, height=64, frames=20, color=True, audio_tracks=0, picture=two_shots)
+    args = ["evaluate", reference, "--model", tinted_model, *SMALL, "--json"]
+    assert run(args)[0] == 0
+    plain = json.loads(run.out)
+    status, err = run([*args, "--keyframes-model", key_model, "--keyframes-every", "0.2"])
+    assert status == 0, err
+    keyed = json.loads(run.out)
+    assert keyed["settings"]["keyframes_every"] == 0.2
+    assert keyed["clips"][0]["frames"] == 20
+    # the key model's cyan-blue instead of the main model's orange: other colors, the luma kept
+    assert keyed["clips"][0]["output"]["psnr"] != plain["clips"][0]["output"]["psnr"]
+    assert keyed["clips"][0]["output"]["luma_psnr"] > 40.0
+
+
 def test_keyframes_every_needs_a_keyframes_model(tmp_path, run):
     status, err = run(["colorize", tmp_path / "a.mp4", "-o", tmp_path / "b.mp4", "--keyframes-every", "2"])
     assert status == 2 and "--keyframes-model" in err
