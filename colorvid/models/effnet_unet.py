@@ -428,7 +428,10 @@ class OptimizedColorizer(nn.Module):
 
 
 def _freeze(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
-    return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(module, example)))
+    # check_trace would run the traced graph once more to compare it with the module: a second
+    # (1 s) of every start for networks with no data-dependent branches; the tests compare them.
+    traced = torch.jit.trace(module, example, check_trace=False)
+    return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
 
 class _Trunk(nn.Module):
