@@ -43,7 +43,24 @@ GUIDE_EPS = 1e-3  # regularization of the guided filter, for L scaled to 0..1
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    """Each channel's mean over a (2 * radius + 1)^2 window, of the pixels inside the image.
+
+    As a sum along rows, then along columns (depthwise convolutions), divided by the
+    pixels counted: several times faster on a CPU than avg_pool2d.
+    """
+    size = 2 * radius + 1
+    channels = x.shape[1]
+    ones = x.new_ones(channels, 1, 1, size)
+    sums = F.conv2d(x, ones, padding=(0, radius), groups=channels)
+    sums = F.conv2d(sums, ones.transpose(-1, -2), padding=(radius, 0), groups=channels)
+    height, width = x.shape[-2:]
+    return sums / (_window_counts(height, radius, x).view(-1, 1) * _window_counts(width, radius, x))
+
+
+def _window_counts(length: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """How many pixels a window of ``radius`` centered on each position of an axis holds inside it."""
+    position = torch.arange(length, device=like.device, dtype=like.dtype)
+    return (position + radius).clamp(max=length - 1) - (position - radius).clamp(min=0) + 1
 
 
 def guided_upsample(
@@ -56,13 +73,14 @@ def guided_upsample(
     ``scale`` brings the guide to about 0..1, the range GUIDE_EPS is meant for.
     """
     guide_low = guide_low * scale
-    mean_i = box_filter(guide_low, GUIDE_RADIUS)
-    mean_p = box_filter(target_low, GUIDE_RADIUS)
-    cov_ip = box_filter(guide_low * target_low, GUIDE_RADIUS) - mean_i * mean_p
-    var_i = box_filter(guide_low * guide_low, GUIDE_RADIUS) - mean_i * mean_i
+    channels = target_low.shape[1]
+    means = box_filter(torch.cat((guide_low, target_low, guide_low * target_low, guide_low * guide_low), dim=1),
+                       GUIDE_RADIUS)
+    mean_i, mean_p, mean_ip, mean_ii = means.split((1, channels, channels, 1), dim=1)
+    cov_ip = mean_ip - mean_i * mean_p
+    var_i = mean_ii - mean_i * mean_i
     a = cov_ip / (var_i + GUIDE_EPS)
     b = mean_p - a * mean_i
-    channels = target_low.shape[1]
     coefficients = box_filter(torch.cat((a * scale, b), dim=1), GUIDE_RADIUS)
     coefficients = F.interpolate(coefficients, size=guide_high.shape[-2:], mode="bilinear", align_corners=False)
     return torch.addcmul(coefficients[:, channels:], coefficients[:, :channels], guide_high)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from colorvid.color import WORK_FORMATS
-from colorvid.colorizer import FrameColorizer, _downsample, _Plane, guided_upsample
+from colorvid.colorizer import FrameColorizer, _downsample, _Plane, box_filter, guided_upsample
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, fuse_conv_bn
 from colorvid.smoothing import DEFAULT_STRENGTH, MotionSmoother, TemporalSmoother, detect_cuts, temporal_settings
 
@@ -61,6 +61,13 @@ def test_downsampled_luma_is_the_mean_over_each_chroma_sample(dtype, peak, shift
     padded = torch.cat((padded, padded[..., -1:]), dim=-1) if 9 % kw else padded
     expected = F.avg_pool2d(padded, (kh, kw)).float()
     assert torch.equal(_downsample(y, shift_h, shift_w), expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 6, 64, 112), (1, 1, 2, 3)])
+def test_box_filter_is_the_mean_over_the_window_inside_the_image(shape):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    expected = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    assert torch.allclose(box_filter(x, 2), expected, atol=1e-6)
 
 
 def test_guided_upsampling_keeps_colors_inside_edges():
