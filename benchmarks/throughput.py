@@ -18,6 +18,9 @@ beyond decoding and encoding, without the process start and model load.
 ``--keyframes`` adds two rows per clip: a run with one keyframe (the clip's
 first frame, tinted) carried through it (target: 10 frames/s at 480p), and
 one with a keyframe every 2 seconds (carried both ways).
+``--veryfast`` adds a row per clip to the first table: both commands with
+``-preset veryfast``, and colorvid's frames/s against real time (the clips'
+24 frames/s).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class _Encoding(TypedDict):
 TARGETS = {"480p": 0.5, "1080p": 0.75}  # colorize fps / ffmpeg fps, whole commands
 FRAMES = {"480p": 600, "720p": 240, "1080p": 150}  # synthetic clip lengths (24 fps)
 KEYFRAME_FPS_TARGET = 10.0  # frames/s at 480p with a keyframe carried through the clip
+REAL_TIME_FPS = _common.FPS  # the synthetic clips' frame rate
 ENCODE = _Encoding(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p")
 
 
@@ -104,12 +108,13 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def whole_commands(source: Path, workdir: Path, repeat: int, colorize_args: list[str]) -> tuple[float, float]:
+def whole_commands(source: Path, workdir: Path, repeat: int, colorize_args: list[str],
+                   preset: str = "medium") -> tuple[float, float]:
     """(ffmpeg seconds, colorvid seconds), the best of ``repeat`` runs of each whole command."""
     ffmpeg = [ffmpeg_binary(), "-nostdin", "-y", "-loglevel", "error", "-i", str(source), "-c:v", "libx264",
-              "-preset", "medium", "-crf", "18", str(workdir / f"ffmpeg-{source.stem}.mp4")]
+              "-preset", preset, "-crf", "18", str(workdir / f"ffmpeg-{source.stem}.mp4")]
     colorvid = [sys.executable, "-m", "colorvid", "-q", "colorize", str(source), "-o",
-                str(workdir / f"cli-{source.stem}.mp4"), "--preset", "medium", "--crf", "18", "--overwrite",
+                str(workdir / f"cli-{source.stem}.mp4"), "--preset", preset, "--crf", "18", "--overwrite",
                 *colorize_args]
     return min(timed(ffmpeg) for _ in range(repeat)), min(timed(colorvid) for _ in range(repeat))
 
@@ -140,6 +145,8 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the clips and outputs here (default: a temporary folder)")
     parser.add_argument("--keyframes", action="store_true",
                         help="also colorize each clip with its first frame as a (tinted) keyframe")
+    parser.add_argument("--veryfast", action="store_true",
+                        help="also time both commands with -preset veryfast, colorvid's fps against real time")
     args = parser.parse_args()
 
     workdir, _keep = _common.work_folder(args.workdir)
@@ -168,7 +175,14 @@ def main() -> None:
         rows.append((name, f"{info.width}x{info.height}", str(frames), f"{frames / plain:.1f}",
                      f"{frames / colored:.2f}", f"{ratio:.3f}x", verdict))
         print(f"  {name}: ffmpeg {plain:.1f} s, colorvid colorize {colored:.1f} s (whole commands)", flush=True)
-    print("\nwhole commands, process start included (ffmpeg -c:v libx264 -preset medium -crf 18)")
+        if args.veryfast:
+            plain, colored = whole_commands(path, workdir, args.repeat, colorize_args, preset="veryfast")
+            fps = frames / colored
+            rows.append((f"{name} veryfast", f"{info.width}x{info.height}", str(frames), f"{frames / plain:.1f}",
+                         f"{fps:.2f}", f"{plain / colored:.3f}x", f"{fps / REAL_TIME_FPS:.2f}x real time"))
+            print(f"  {name} veryfast: ffmpeg {plain:.1f} s, colorvid colorize {colored:.1f} s", flush=True)
+    print("\nwhole commands, process start included (ffmpeg -c:v libx264 -preset medium -crf 18; "
+          f"real time: {REAL_TIME_FPS:g} fps)")
     _common.print_table(rows)
     print()
 

@@ -48,7 +48,24 @@ GUIDE_EPS = 1e-3  # regularization of the guided filter, for L scaled to 0..1
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    """Each channel's mean over a (2 * radius + 1)^2 window, of the pixels inside the image.
+
+    As a sum along rows, then along columns (depthwise convolutions), divided by the
+    pixels counted: several times faster on a CPU than avg_pool2d.
+    """
+    size = 2 * radius + 1
+    channels = x.shape[1]
+    ones = x.new_ones(channels, 1, 1, size)
+    sums = F.conv2d(x, ones, padding=(0, radius), groups=channels)
+    sums = F.conv2d(sums, ones.transpose(-1, -2), padding=(radius, 0), groups=channels)
+    height, width = x.shape[-2:]
+    return sums / (_window_counts(height, radius, x).view(-1, 1) * _window_counts(width, radius, x))
+
+
+def _window_counts(length: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """How many pixels a window of ``radius`` centered on each position of an axis holds inside it."""
+    position = torch.arange(length, device=like.device, dtype=like.dtype)
+    return (position + radius).clamp(max=length - 1) - (position - radius).clamp(min=0) + 1
 
 
 def guided_upsample(
@@ -63,13 +80,14 @@ def guided_upsample(
     the windows' (in low-resolution pixels).
     """
     guide_low = guide_low * scale
-    mean_i = box_filter(guide_low, radius)
-    mean_p = box_filter(target_low, radius)
-    cov_ip = box_filter(guide_low * target_low, radius) - mean_i * mean_p
-    var_i = box_filter(guide_low * guide_low, radius) - mean_i * mean_i
+    channels = target_low.shape[1]
+    means = box_filter(torch.cat((guide_low, target_low, guide_low * target_low, guide_low * guide_low), dim=1),
+                       radius)
+    mean_i, mean_p, mean_ip, mean_ii = means.split((1, channels, channels, 1), dim=1)
+    cov_ip = mean_ip - mean_i * mean_p
+    var_i = mean_ii - mean_i * mean_i
     a = cov_ip / (var_i + GUIDE_EPS)
     b = mean_p - a * mean_i
-    channels = target_low.shape[1]
     coefficients = box_filter(torch.cat((a * scale, b), dim=1), radius)
     coefficients = F.interpolate(coefficients, size=guide_high.shape[-2:], mode="bilinear", align_corners=False)
     return torch.addcmul(coefficients[:, channels:], coefficients[:, :channels], guide_high)
@@ -314,16 +332,20 @@ def _downsample(y: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
         return y.float()
     kh, kw = 1 << shift_h, 1 << shift_w
     pad_h, pad_w = (-y.shape[-2]) % kh, (-y.shape[-1]) % kw
-    y = y.to(torch.int16)  # four 10-bit values still fit
+    if y.dtype != torch.uint8:
+        y = y.to(torch.int16)  # 10-bit codes come as uint16, which torch adds to nothing else
     if pad_h:
         y = torch.cat((y, y[..., -1:, :]), dim=-2)
     if pad_w:
         y = torch.cat((y, y[..., :, -1:]), dim=-1)
-    total = y[..., 0::kh, 0::kw].clone()
-    for dy in range(kh):
-        for dx in range(kw):
-            if dy or dx:
-                total += y[..., dy::kh, dx::kw]
+    # rows first, then columns: only a 1/kh share of the plane is widened to int16
+    # (which holds four 10-bit values), twice as fast at 1080p as summing each offset
+    rows = y[..., 0::kh, :].to(torch.int16, copy=True)
+    for dy in range(1, kh):
+        rows += y[..., dy::kh, :]
+    total = rows[..., 0::kw]
+    for dx in range(1, kw):
+        total = total + rows[..., dx::kw]
     return total.float().mul_(1.0 / (kh * kw))
 
 

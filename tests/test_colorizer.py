@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from colorvid.color import WORK_FORMATS
-from colorvid.colorizer import FrameColorizer, _Plane, guided_upsample
+from colorvid.colorizer import FrameColorizer, _downsample, _Plane, box_filter, guided_upsample
 from colorvid.models.effnet_unet import Colorizer, ModelConfig, fuse_conv_bn
 from colorvid.smoothing import DEFAULT_STRENGTH, MotionSmoother, TemporalSmoother, detect_cuts, temporal_settings
 
@@ -49,6 +49,25 @@ def test_input_frames_are_not_modified(random_model):
     before = [f.to_ndarray().copy() for f in yuv]
     FrameColorizer(random_model, torch.device("cpu"), "bt709").colorize_frames(yuv, "yuv420p")
     assert all(np.array_equal(b, f.to_ndarray()) for b, f in zip(before, yuv))
+
+
+@pytest.mark.parametrize("dtype,peak", [(torch.uint8, 255), (torch.uint16, 1023)])
+@pytest.mark.parametrize("shift_h,shift_w", [(0, 0), (0, 1), (1, 1)])
+def test_downsampled_luma_is_the_mean_over_each_chroma_sample(dtype, peak, shift_h, shift_w):
+    y = torch.randint(0, peak + 1, (2, 1, 7, 9)).to(dtype)  # odd sizes: the last row and column repeat
+    kh, kw = 1 << shift_h, 1 << shift_w
+    padded = y.double()
+    padded = torch.cat((padded, padded[..., -1:, :]), dim=-2) if 7 % kh else padded
+    padded = torch.cat((padded, padded[..., -1:]), dim=-1) if 9 % kw else padded
+    expected = F.avg_pool2d(padded, (kh, kw)).float()
+    assert torch.equal(_downsample(y, shift_h, shift_w), expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 6, 64, 112), (1, 1, 2, 3)])
+def test_box_filter_is_the_mean_over_the_window_inside_the_image(shape):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    expected = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    assert torch.allclose(box_filter(x, 2), expected, atol=1e-6)
 
 
 def test_guided_upsampling_keeps_colors_inside_edges():

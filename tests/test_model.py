@@ -36,6 +36,17 @@ def test_fused_and_frozen_models_give_the_same_colors(model_file):
         assert torch.allclose(frozen(y), plain(y), atol=1e-3)
 
 
+def test_frozen_model_runs_a_batch_in_slices_with_the_same_colors(model_file, monkeypatch):
+    from colorvid.models import effnet_unet
+
+    frozen = load_model(model_file, optimize=True)
+    x = (torch.rand(5, 1, 64, 96) * 100).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole = frozen(x)
+        monkeypatch.setattr(effnet_unet, "CPU_PIXELS_PER_CALL", 2 * 64 * 96)  # slices of 2, 2 and 1 frames
+        assert torch.allclose(frozen(x), whole, atol=1e-5)
+
+
 def test_half_precision_file_round_trips(model_file, tmp_path):
     model = load_model(model_file, fuse=False)
     assert isinstance(model, Colorizer)  # the family's own network, not an optimized form
