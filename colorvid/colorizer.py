@@ -21,6 +21,7 @@ import av.video.plane
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import Colorspace, VideoReformatter
 from numpy.typing import DTypeLike
 
 from colorvid.color import (
@@ -108,10 +109,10 @@ class _Plane:
 
 
 class _ReformatArgs(TypedDict):
-    """Matrix and range arguments of ``VideoFrame.reformat``."""
+    """Matrix and range arguments of ``VideoReformatter.reformat`` (whose stubs take the enum, not the name)."""
 
-    src_colorspace: str
-    dst_colorspace: str
+    src_colorspace: Colorspace
+    dst_colorspace: Colorspace
     src_color_range: str
     dst_color_range: str
 
@@ -146,11 +147,13 @@ class FrameColorizer:
         self.full_range = full_range
         source_full_range = full_range if source_full_range is None else source_full_range
         self._reformat_args = _ReformatArgs(
-            src_colorspace=sws_colorspace(source_matrix or matrix),
-            dst_colorspace=sws_colorspace(matrix),
+            src_colorspace=Colorspace[sws_colorspace(source_matrix or matrix)],
+            dst_colorspace=Colorspace[sws_colorspace(matrix)],
             src_color_range=sws_color_range(source_full_range),
             dst_color_range=sws_color_range(full_range),
         )
+        # one scaler for the whole video: VideoFrame.reformat would set up a new one for every frame
+        self._reformatter = VideoReformatter()
         if temporal == "model":
             if getattr(model, "temporal", None) is None:
                 raise ColorizeError("--temporal model: this model has no previous-frame head "
@@ -203,7 +206,7 @@ class FrameColorizer:
 
     def _work_frame(self, frame: av.VideoFrame, work_format: str) -> av.VideoFrame:
         """The frame in the work format and the output's Y'CbCr (the frame itself if it is already)."""
-        return frame.reformat(format=work_format, **self._reformat_args)
+        return self._reformatter.reformat(frame, format=work_format, **self._reformat_args)
 
     def _key_model_colors(self, y_codes: torch.Tensor, y_chroma: torch.Tensor, size: tuple[int, ...],
                           bit_depth: int) -> torch.Tensor:

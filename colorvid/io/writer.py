@@ -19,6 +19,7 @@ import av
 import av.container
 import av.error
 import av.video.frame
+from av.video.reformatter import Colorspace, VideoReformatter
 
 from colorvid import atomic
 from colorvid.color import sws_color_range, sws_colorspace
@@ -120,6 +121,7 @@ class _FrameEncoder:
         self.time_base = encoding.time_base
         self.last_pts = last_pts
         self.bumped = 0
+        self._reformatter = VideoReformatter()  # one scaler for every frame, not one per frame
 
     def encode(self, frame: av.VideoFrame) -> list[av.Packet]:
         if (frame.width, frame.height) != (self.info.width, self.info.height):
@@ -168,10 +170,11 @@ class _FrameEncoder:
                 src_range = "JPEG"
             elif int(frame.color_range) == RANGE_LIMITED:
                 src_range = "MPEG"
-        return frame.reformat(
+        return self._reformatter.reformat(
+            frame,
             format=self.pix_fmt,
-            src_colorspace=src_colorspace,
-            dst_colorspace=sws_colorspace(self.matrix),
+            src_colorspace=Colorspace[src_colorspace],  # the scaler's stubs take the enum, not the name
+            dst_colorspace=Colorspace[sws_colorspace(self.matrix)],
             src_color_range=src_range,
             dst_color_range=sws_color_range(self.full_range),
         )
