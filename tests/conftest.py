@@ -16,7 +16,7 @@ from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 
 sys.path.insert(0, os.path.dirname(__file__))  # `from media import ...` in any test module
 from fake_hub import FakeHub  # noqa: E402
-from media import TINT_AB  # noqa: E402
+from media import KEY_AB, TINT_AB  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,18 +40,28 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tinted_model(tmp_path_factory) -> Path:
-    """A colorizer file whose regression head outputs TINT_AB everywhere, so colors are predictable."""
+def flat_colorizer(path: Path, ab: tuple[float, float]) -> Path:
+    """Write a colorizer file whose regression head outputs ``ab`` everywhere, so colors are predictable."""
     torch.manual_seed(0)
     model = Colorizer(ModelConfig())
     assert model.regress.bias is not None  # Conv2d has one by default
     with torch.no_grad():
         model.regress.weight.zero_()
-        model.regress.bias.copy_(torch.tensor(TINT_AB) / 110.0)
-    path = tmp_path_factory.mktemp("model") / "tinted.safetensors"
+        model.regress.bias.copy_(torch.tensor(ab) / 110.0)
     save_model(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tinted_model(tmp_path_factory) -> Path:
+    """A colorizer whose colors are TINT_AB everywhere."""
+    return flat_colorizer(tmp_path_factory.mktemp("model") / "tinted.safetensors", TINT_AB)
+
+
+@pytest.fixture(scope="session")
+def key_model(tmp_path_factory) -> Path:
+    """A second colorizer whose colors are KEY_AB everywhere: a --keyframes-model."""
+    return flat_colorizer(tmp_path_factory.mktemp("key-model") / "key.safetensors", KEY_AB)
 
 
 # --- the command line ------------------------------------------------------------

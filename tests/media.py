@@ -52,6 +52,7 @@ ASS_HEADER = (  # an ASS script header, byte for byte; its long Format line is s
 )
 SUBTITLE_TEXTS = ("Hello", "World")
 TINT_AB = (30.0, 25.0)  # the ab the ``tinted_model`` fixture predicts everywhere: a warm orange
+KEY_AB = (-20.0, -25.0)  # the ``key_model`` fixture's: cyan-blue, far from the tinted model's warm orange
 FONT_BYTES = b"\x00\x01\x00\x00 not really a font"
 SHOT_LEVELS = (0, 170, 85)  # added to each shot of make_shots in turn (gray levels 0..85, 170..255, 85..170)
 
@@ -272,6 +273,13 @@ def truncate(path, keep: float = 0.5) -> None:
 
 
 # --- inspection -------------------------------------------------------------
+
+
+def assert_one_line_error(status: int, err: str, named: str) -> None:
+    """The command failed as colorvid reports errors: exit 1, one line on stderr naming ``named``."""
+    lines = err.strip().splitlines()
+    assert status == 1, err
+    assert len(lines) == 1 and lines[0].startswith("colorvid: error: ") and named in lines[0], err
 
 
 def temporary_files(folder) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from media import (
     SUBTITLE_TEXTS,
+    assert_one_line_error,
     audio_packets,
     image_files,
     interrupt_image_writes,
@@ -197,9 +198,7 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path, run, args, named):
     make_clip(source, frames=2, audio_tracks=0)
     extract_frames(source, tmp_path / "frames")
     status, err = run([a.format(tmp=tmp_path) for a in args])
-    lines = err.strip().splitlines()
-    assert status == 1
-    assert len(lines) == 1 and lines[0].startswith("colorvid: error: ") and named in lines[0]
+    assert_one_line_error(status, err, named)
     assert not (tmp_path / "out.mp4").exists()
 
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from media import image_files, interrupt_image_writes, make_clip, make_shots, shot_starts
+from media import assert_one_line_error, image_files, interrupt_image_writes, make_clip, make_shots, shot_starts
 from PIL import Image
 
 from colorvid.errors import InputError, OutputError
@@ -184,9 +184,7 @@ def test_cli_errors_are_one_line(tmp_path, run, args, named):
     make_shots(tmp_path / "film.mp4", (3, 3), audio_tracks=0)
     extract_keyframes(tmp_path / "film.mp4", tmp_path / "keys")
     status, err = run([a.format(tmp=tmp_path) for a in args])
-    lines = err.strip().splitlines()
-    assert status == 1
-    assert len(lines) == 1 and lines[0].startswith("colorvid: error: ") and named in lines[0]
+    assert_one_line_error(status, err, named)
     assert not (tmp_path / "out.mp4").exists()
 
 

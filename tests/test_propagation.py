@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from media import (
+    KEY_AB,
     audio_packets,
     decoded_planes,
     leftovers,
@@ -36,14 +37,12 @@ from colorvid.colorizer import FrameColorizer
 from colorvid.errors import InputError
 from colorvid.evaluate import EvaluateOptions, evaluate
 from colorvid.keyframes import KeyframeSet
-from colorvid.models.effnet_unet import Colorizer, ModelConfig, save_model
 from colorvid.pipeline import ColorizeOptions
 from colorvid.propagation import KeyframeGuide, KeyframeLookahead
 from colorvid.smoothing import detect_cuts
 
 H, W = 32, 48  # the guide works at the model's output size (about 64 x 112): this is of that order
 TINT = (30.0, -20.0)  # a keyframe's flat ab: purple
-KEY_AB = (-20.0, -25.0)  # the CLI tests' keyframe ab: cyan-blue, far from the tinted model's warm orange
 SMALL = ["--render-size", "64"]  # the network's input size: what costs time
 
 
@@ -357,11 +356,27 @@ def chroma_offset(planes: np.ndarray) -> np.ndarray:
     return planes[1:].reshape(2, -1).mean(1) - 128.0
 
 
-def test_colorize_with_a_keyframe_carries_its_colors_through_the_shot(tmp_path, tinted_model, run, load_once):
+def assert_keyframe_colors(out: Path, automatic: Path, painted: np.ndarray, indices: tuple[int, ...]) -> None:
+    """At these frames ``out`` is ten times nearer the painted keyframe's mean colors than ``automatic``."""
+    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
+    target = chroma_offset(painted_yuv.astype(float))  # where the colorist's colors are
+    with_keys, without = decoded_planes(out), decoded_planes(automatic)
+    for index in indices:
+        near = np.linalg.norm(chroma_offset(with_keys[index]) - target)
+        far = np.linalg.norm(chroma_offset(without[index]) - target)
+        assert near < 0.1 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without it"
+
+
+@pytest.mark.parametrize(
+    ("key_index", "checked"),
+    [(0, (0, 8, 15)), (10, (0, 5, 10, 15))],
+    ids=["carried-forwards-from-the-first-frame", "carried-both-ways-from-frame-11"],
+)
+def test_colorize_carries_a_keyframe_through_its_shot(tmp_path, tinted_model, run, load_once, key_index, checked):
     source = tmp_path / "film.mkv"
     make_clip(source, width=96, height=64, frames=16, color=False, audio_tracks=1)
     keys = tmp_path / "keys"
-    painted = write_keyframe(source, keys)
+    painted = write_keyframe(source, keys, index=key_index)
     common = ["--model", tinted_model, "--codec", "ffv1", *SMALL]
     automatic, out = tmp_path / "automatic.mkv", tmp_path / "out.mkv"
     assert run(["colorize", source, "-o", automatic, *common])[0] == 0
@@ -372,14 +387,7 @@ def test_colorize_with_a_keyframe_carries_its_colors_through_the_shot(tmp_path, 
     assert y_psnr(source, out) == math.inf
     assert audio_packets(out) == audio_packets(source)
     assert temporary_files(tmp_path) == [] and leftovers(tmp_path) == []
-
-    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
-    target = chroma_offset(painted_yuv.astype(float))  # where the colorist's colors are
-    with_keys, without = decoded_planes(out), decoded_planes(automatic)
-    for index in (0, 8, 15):
-        near = np.linalg.norm(chroma_offset(with_keys[index]) - target)
-        far = np.linalg.norm(chroma_offset(without[index]) - target)
-        assert near < 0.1 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without it"
+    assert_keyframe_colors(out, automatic, painted, checked)
 
 
 @pytest.mark.parametrize("key_index", [0, 12], ids=["keyframe-in-the-first-part", "keyframe-in-the-second-part"])
@@ -406,42 +414,6 @@ def test_parts_have_the_keyframe_colors_of_the_whole_run(tmp_path, tinted_model,
     assert chroma_offset(expected[1])[0] > 5, "and early"
     for index, (a, b) in enumerate(zip(joined, expected)):
         assert int(np.abs(a - b).max()) <= 1, f"frame {index} differs from the whole run"
-
-
-def test_a_keyframe_colors_the_frames_before_it_in_its_shot(tmp_path, tinted_model, run, load_once):
-    source = tmp_path / "film.mkv"
-    make_clip(source, width=96, height=64, frames=16, color=False, audio_tracks=1)
-    keys = tmp_path / "keys"
-    painted = write_keyframe(source, keys, index=10)
-    common = ["--model", tinted_model, "--codec", "ffv1", *SMALL]
-    automatic, out = tmp_path / "automatic.mkv", tmp_path / "out.mkv"
-    assert run(["colorize", source, "-o", automatic, *common])[0] == 0
-    status, err = run(["colorize", source, "-o", out, "--keyframes", keys, *common])
-    assert status == 0, err
-    assert read_video_pts(out) == read_video_pts(source)
-    assert y_psnr(source, out) == math.inf
-
-    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
-    target = chroma_offset(painted_yuv.astype(float))
-    with_keys, without = decoded_planes(out), decoded_planes(automatic)
-    for index in (0, 5, 10, 15):
-        near = np.linalg.norm(chroma_offset(with_keys[index]) - target)
-        far = np.linalg.norm(chroma_offset(without[index]) - target)
-        assert near < 0.1 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without it"
-
-
-@pytest.fixture(scope="module")
-def key_model(tmp_path_factory) -> Path:
-    """A second colorizer whose colors are KEY_AB everywhere: the --keyframes-model."""
-    torch.manual_seed(0)
-    model = Colorizer(ModelConfig())
-    assert model.regress.bias is not None
-    with torch.no_grad():
-        model.regress.weight.zero_()
-        model.regress.bias.copy_(torch.tensor(KEY_AB) / 110.0)
-    path = tmp_path_factory.mktemp("key-model") / "key.safetensors"
-    save_model(model, path)
-    return path
 
 
 def two_shots(index: int, width: int, height: int) -> np.ndarray:
