@@ -430,7 +430,8 @@ def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions
         if painted is not None or (choose is not None and choose.every is not None) or colorizer.key_model is not None:
             # a second pass over the clip, read ahead, carries each keyframe back to the start of its shot
             _, again = stack.enter_context(open_clip(clip))
-            ahead = _keyed_frames(again, fmt, TruthKeyframes(spec) if spec else None, painted)
+            ahead = _keyed_frames(again, fmt, TruthKeyframes(spec) if spec else None, painted,
+                                  to_end=colorizer.key_model is not None)
             colorizer.read_ahead(itertools.islice(ahead, options.max_frames), fmt.work_format)
         meter = ClipMeter(fmt.matrix, options.ssim_every or ssim_stride(fmt.width, fmt.height))
         bar = progress(clip.path.name, _limit(fmt.frame_count, options.max_frames))
@@ -452,16 +453,15 @@ def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions
     return _clip_scores(clip, None, fmt, meter)
 
 
-def _keyed_frames(frames: Iterator, fmt: _Format, choose: TruthKeyframes | None, painted: KeyframeSet | None
-                  ) -> Iterator[tuple]:
+def _keyed_frames(frames: Iterator, fmt: _Format, choose: TruthKeyframes | None, painted: KeyframeSet | None,
+                  to_end: bool = True) -> Iterator[tuple]:
     """Each frame with the keyframe shown for it (RGB (3, H, W) in 0..1), or None: its own picture
-    where ``choose`` takes it, else a painted one."""
-    for frame in frames:
-        key = None
+    where ``choose`` takes it, else a painted one. Without ``to_end``, painted keyframes alone end
+    the frames after the last of them."""
+    shown = painted.shown(frames, to_end or choose is not None) if painted is not None else ((f, None) for f in frames)
+    for frame, key in shown:
         if choose is not None and choose(1):
             key = fmt.to_rgb(frame).float() / 255.0
-        elif painted is not None and (number := painted.at(frame.pts)) is not None:
-            key = painted.image(number)
         yield frame, key
 
 
