@@ -201,11 +201,15 @@ def _tqdm_progress(quiet: bool):
 @click.option("--keyframes-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="With --keyframes-model: also color a frame whenever this long has passed since the last "
                    "keyframe of its shot (as 'keyframes extract --every' picks them).")
+@click.option("--keyframes-fit", is_flag=True,
+              help="With --keyframes: first fit the model's color read-out to the keyframes (a second or two), so "
+                   "that shots without a keyframe take the film's palette too. Every keyframe is trusted: one of "
+                   "another film would color them all. colorvid models only.")
 @verbosity_options
 @click.pass_context
 def colorize(ctx, inputs, output, model, device, batch_size, render_size, temporal, smooth, codec, crf, preset, pix_fmt,
              half, overwrite, skip_existing, suffix, resume, deinterlace, segment, time_range, chunk_seconds, report,
-             keyframes, keyframes_model, keyframes_every):
+             keyframes, keyframes_model, keyframes_every, keyframes_fit):
     """Colorize videos (or still images).
 
     A run can be stopped at any time (Ctrl-C, kill, power loss) and continued
@@ -230,6 +234,8 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         raise click.UsageError("--keyframes takes one input film (its keyframes are numbered by its frames)")
     if keyframes_every is not None and keyframes_model is None:
         raise click.UsageError("--keyframes-every goes with --keyframes-model")
+    if keyframes_fit and keyframes is None:
+        raise click.UsageError("--keyframes-fit goes with --keyframes (the keyframes to fit to)")
     try:
         temporal_settings(temporal, smooth, has_head=True)  # the model's own default is settled when it is loaded
     except ValueError as exc:
@@ -241,7 +247,7 @@ def colorize(ctx, inputs, output, model, device, batch_size, render_size, tempor
         half=half, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, overwrite=overwrite,
         skip_existing=skip_existing, suffix=suffix, resume=resume, chunk_seconds=chunk_seconds,
         deinterlace="bwdif" if deinterlace else None, segment=segment, time_range=time_range, keyframes=keyframes,
-        keyframes_model=keyframes_model, keyframes_every=keyframes_every,
+        keyframes_model=keyframes_model, keyframes_every=keyframes_every, keyframes_fit=keyframes_fit,
     )
 
     def tell(result: pipeline.FileResult) -> None:
@@ -390,11 +396,14 @@ def train(ctx, data, out_dir, init, epochs, batch_size, lr, size, val_fraction, 
               help="As in 'colorize': this model colors the first frame of each shot, carried through the shot.")
 @click.option("--keyframes-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="As in 'colorize': with --keyframes-model, one more keyframe whenever this long has passed.")
+@click.option("--keyframes-fit", is_flag=True,
+              help="As in 'colorize': fit the model's read-out to each clip's keyframes first (painted ones, or "
+                   "--keyframes-from-truth first or N).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per clip and the mean) instead of a table.")
 @verbosity_options
 @click.pass_context
 def evaluate(ctx, references, colorized, model, device, batch_size, render_size, temporal, smooth, max_frames,
-             ssim_every, truth_keys, keyframes, keyframes_model, keyframes_every, as_json):
+             ssim_every, truth_keys, keyframes, keyframes_model, keyframes_every, keyframes_fit, as_json):
     """Score colorization against the color originals, beside a gray baseline.
 
     A REFERENCE is a color video, a folder of frames (images in name order),
@@ -432,12 +441,16 @@ def evaluate(ctx, references, colorized, model, device, batch_size, render_size,
         raise click.UsageError("--keyframes takes one reference video and no --colorized")
     if keyframes_every is not None and keyframes_model is None:
         raise click.UsageError("--keyframes-every goes with --keyframes-model")
+    if keyframes_fit and (colorized is not None or truth_keys == "shots" or (keyframes is None and truth_keys is None)):
+        raise click.UsageError("--keyframes-fit needs keyframes known before the run: --keyframes, or "
+                               "--keyframes-from-truth first or N")
 
     options = EvaluateOptions(
         colorize=ColorizeOptions(model=model, device=device, batch_size=batch_size, render_size=render_size,
                                  smooth=smooth, temporal=temporal, keyframes_model=keyframes_model,
                                  keyframes_every=keyframes_every),
         max_frames=max_frames, ssim_every=ssim_every, keyframes_from_truth=truth_keys, keyframes=keyframes,
+        keyframes_fit=keyframes_fit,
     )
     result = run_evaluation(list(references), colorized, options, progress=_tqdm_progress(ctx.obj["quiet"]))
     click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False) if as_json else format_table(result))

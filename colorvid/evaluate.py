@@ -31,7 +31,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -64,6 +64,7 @@ class EvaluateOptions:
     # "shots" (the first frame of each shot) or every N-th frame (N as a string); None: none
     keyframes_from_truth: str | None = None
     keyframes: Path | None = None  # a folder of painted keyframes for the (one, video) reference
+    keyframes_fit: bool = False  # fit the model's read-out to each clip's keyframes first (not with "shots")
 
 
 @dataclass
@@ -402,7 +403,7 @@ def evaluate(
                         keyframes_from_truth=options.keyframes_from_truth,
                         keyframes=str(options.keyframes) if options.keyframes is not None else None,
                         keyframes_model=options.colorize.keyframes_model,
-                        keyframes_every=options.colorize.keyframes_every)
+                        keyframes_every=options.colorize.keyframes_every, keyframes_fit=options.keyframes_fit)
     results = []
     for index, clip in enumerate(clips):
         if model is not None:
@@ -423,6 +424,8 @@ def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions
             raise InputError(f"{clip.path}: --keyframes needs a video reference (keyframes are numbered by frame)")
         painted = KeyframeSet.from_folder(options.keyframes, clip.path)
     spec = options.keyframes_from_truth
+    if options.keyframes_fit:
+        model = model.fitted(_fit_keyframes(clip, spec, painted, options.max_frames))
     with ExitStack() as stack:
         fmt, frames = stack.enter_context(open_clip(clip))
         colorizer = model.frame_colorizer(fmt.matrix, fmt.full_range, key_every=options.colorize.keyframes_every)
@@ -451,6 +454,36 @@ def _colorize_and_score(clip: Clip, model: LoadedModel, options: EvaluateOptions
         finally:
             bar.close()
     return _clip_scores(clip, None, fmt, meter)
+
+
+def _fit_keyframes(clip: Clip, spec: str | None, painted: KeyframeSet | None, max_frames: int | None
+                   ) -> Sequence[torch.Tensor]:
+    """The keyframes a clip's colorizer is fitted to (``--keyframes-fit``): the painted ones, or the
+    clip's own frames that ``spec`` ("first" or N) shows, thinned to about twice what a fit uses."""
+    from colorvid.models.effnet_unet import FIT_MAX_KEYFRAMES
+
+    if spec is None:
+        assert painted is not None, "--keyframes-fit comes with keyframes"
+        return painted.images()
+    if spec == "shots":
+        raise ValueError("--keyframes-fit needs the keyframes before the run; the shots are found during it")
+    every = TruthKeyframes(spec).every
+    kept: list[tuple[int, torch.Tensor]] = []
+    stride = 1  # of the N-th frames, every stride-th is kept, doubled whenever too many are
+    with open_clip(clip) as (fmt, frames):
+        for index, frame in enumerate(itertools.islice(frames, max_frames)):
+            if every is None and index > 0:
+                break
+            if every is not None and (index % every or (index // every) % stride):
+                continue
+            kept.append((index // (every or 1), fmt.to_rgb(frame)))
+            if len(kept) > 2 * FIT_MAX_KEYFRAMES:
+                stride *= 2
+                kept = [(number, image) for number, image in kept if number % stride == 0]
+    images = [image for _, image in kept]
+    if painted is not None:
+        return [*images, *painted.images()]
+    return images
 
 
 def _keyed_frames(frames: Iterator, fmt: _Format, choose: TruthKeyframes | None, painted: KeyframeSet | None,

@@ -34,7 +34,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -268,6 +268,10 @@ class KeyframeSet:
             raise InputError(f"{path}: not a readable image ({exc})") from None
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
+    def images(self) -> Sequence[torch.Tensor]:
+        """The keyframes' images in frame order, each read when it is asked for (see :meth:`image`)."""
+        return _Images(self, sorted(self.files))
+
     def shown(self, frames: Iterable[av.VideoFrame], to_end: bool = False
               ) -> Generator[tuple[av.VideoFrame, torch.Tensor | None]]:
         """Each frame with its keyframe's image or None, up to the last keyframe (frames in
@@ -292,6 +296,22 @@ class KeyframeSet:
             digest.update(f"{number}:{self.pts_of[number]}:".encode())
             digest.update(hashlib.sha256(self.files[number].read_bytes()).digest())
         return digest.hexdigest()
+
+
+class _Images(Sequence):
+    """A KeyframeSet's images, read one at a time: a folder may hold hundreds of full-size frames."""
+
+    def __init__(self, keyframes: KeyframeSet, numbers: list[int]):
+        self._keyframes = keyframes
+        self._numbers = numbers
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def __getitem__(self, index):  # an int, or a slice (a list of images)
+        if isinstance(index, slice):
+            return [self._keyframes.image(number) for number in self._numbers[index]]
+        return self._keyframes.image(self._numbers[index])
 
 
 def _manifest_pts(folder: Path) -> dict[int, int]:

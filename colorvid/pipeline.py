@@ -64,6 +64,7 @@ class ColorizeOptions:
     keyframes: Path | None = None  # a folder of a colorist's keyframes for the (one) film
     keyframes_model: str | None = None  # another model that colors each shot's first frame as its keyframe
     keyframes_every: float | None = None  # seconds: the keyframes model also colors a frame this often in a shot
+    keyframes_fit: bool = False  # fit the model's read-out to the keyframes first (colorvid models)
     chunk_seconds: float = 4.0  # length of the independently encoded pieces (what a resume redoes)
     deinterlace: str | None = None  # "bwdif" or "yadif"; None = frames as decoded
     segment: tuple[int, int] | None = None  # (I, N): only part I of N equal spans of the film
@@ -336,6 +337,7 @@ class Pipeline:
         settings = self._settings()
         if keyframes is not None:
             settings["keyframes"] = keyframes.digest()
+            settings["keyframes_fit"] = opts.keyframes_fit
         if self.runtime.key_file is not None:
             settings["keyframes_model"] = self.runtime.key_file.sha256
             settings["keyframes_every"] = opts.keyframes_every
@@ -419,8 +421,11 @@ class Pipeline:
         assert opts.smooth is not None, "settled for the model in __init__"
         probe_encoder = PacketEncoder(target, info, encode_options(folder.state))  # refuses bad settings now
         probe_encoder.close()
+        runtime = self.runtime
+        if keyframes is not None and opts.keyframes_fit:
+            runtime = runtime.fitted(keyframes.images())
         # chroma is computed in the encoder's Y'CbCr (MJPEG, for one, is always full range)
-        colorizer = self.runtime.frame_colorizer(
+        colorizer = runtime.frame_colorizer(
             probe_encoder.matrix, probe_encoder.full_range, source_matrix=info.matrix,
             source_full_range=info.full_range, key_every=opts.keyframes_every,
         )

@@ -7,7 +7,9 @@ and make a :class:`~colorvid.colorizer.FrameColorizer` from it for every video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,6 +18,8 @@ from colorvid.errors import ColorizeError
 from colorvid.models import Network
 from colorvid.smoothing import temporal_settings
 from colorvid.weights import ModelFile
+
+log = logging.getLogger("colorvid")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -101,6 +105,30 @@ class LoadedModel:
             key_file = locate(keyframes_model)
             key_model = key_file.load(torch_device, half, optimize=True)
         return cls(model, torch_device, half, name, model.render_size, temporal, smooth, file, key_model, key_file)
+
+    def fitted(self, keyframes: Sequence[torch.Tensor]) -> LoadedModel:
+        """This model with its read-out fitted to ``keyframes`` (RGB (3, H, W), floats in 0..1 or
+        uint8; see :func:`colorvid.models.effnet_unet.fit_readout`): loaded again, fitted, and
+        made ready to run as this one is. Frames of shots without a keyframe then take the film's
+        palette as the keyframes show it.
+
+        Raises:
+            ColorizeError: the model is not one of colorvid's own regression models.
+        """
+        from colorvid.models import effnet_unet
+
+        network = self.file.load(self.device, half=False, optimize=False, render_size=self.render_size)
+        label = self.name or "the default model"
+        if not isinstance(network, effnet_unet.Colorizer):
+            raise ColorizeError(f"--keyframes-fit: {label} is not a colorvid model; only those have a read-out "
+                                "that can be fitted")
+        try:
+            gain = effnet_unet.fit_readout(network, keyframes)
+        except ValueError as exc:
+            raise ColorizeError(f"--keyframes-fit: {label}: {exc}") from None
+        log.info("read-out fitted to %d keyframe%s (gain %.2f)", len(keyframes), "" if len(keyframes) == 1 else "s",
+                 gain)
+        return replace(self, model=effnet_unet.for_inference(network, self.half, optimize=True))
 
     @property
     def sha256(self) -> str:

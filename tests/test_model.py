@@ -72,3 +72,39 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
 )
 def test_inference_size_keeps_aspect_with_sides_multiple_of_32(height, width, expected):
     assert inference_size(height, width, 256) == expected
+
+
+def colorizer(path) -> Colorizer:
+    """The file's network as loaded for inference (fused, not frozen)."""
+    model = load_model(path)
+    assert isinstance(model, Colorizer)
+    return model
+
+
+def test_fitting_the_readout_changes_only_the_readout_and_the_same_way_each_time(tmp_path):
+    from colorvid.models.effnet_unet import FIT_GAIN_RANGE, fit_readout
+
+    torch.manual_seed(1)
+    model_file = tmp_path / "regression.safetensors"
+    save_model(Colorizer(ModelConfig(confidence_head=True)), model_file, half=False)
+    keyframes = [torch.rand(3, 48, 80), (torch.rand(3, 70, 40) * 255).to(torch.uint8)]  # any sizes, float or uint8
+    before = colorizer(model_file).state_dict()
+    fitted = [colorizer(model_file) for _ in range(2)]
+    gains = [fit_readout(model, keyframes) for model in fitted]
+    assert gains[0] == gains[1] and FIT_GAIN_RANGE[0] <= gains[0] <= FIT_GAIN_RANGE[1]
+    changed = {name for name, value in fitted[0].state_dict().items() if not torch.equal(value, before[name])}
+    assert changed and all(name.startswith(("regress.", "confidence.")) for name in changed), changed
+    for name, value in fitted[0].state_dict().items():
+        assert torch.equal(value, fitted[1].state_dict()[name]), f"{name} differs between two fits"
+    assert not any(p.requires_grad and p.grad is not None for p in fitted[0].parameters())
+
+
+def test_fitting_needs_keyframes_and_a_regression_readout(model_file, tmp_path):
+    from colorvid.models.effnet_unet import fit_readout
+
+    with pytest.raises(ValueError, match="no keyframes"):
+        fit_readout(colorizer(model_file), [])
+    classifier = tmp_path / "classifier.safetensors"
+    save_model(Colorizer(ModelConfig(ab_bins=4, readout="annealed-mean")), classifier)
+    with pytest.raises(ValueError, match="classification head"):
+        fit_readout(colorizer(classifier), [torch.rand(3, 32, 32)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -469,6 +470,102 @@ def test_evaluate_with_a_keyframes_model(tmp_path, tinted_model, key_model, run,
     # the key model's cyan-blue instead of the main model's orange: other colors, the luma kept
     assert keyed["clips"][0]["output"]["psnr"] != plain["clips"][0]["output"]["psnr"]
     assert keyed["clips"][0]["output"]["luma_psnr"] > 40.0
+
+
+# --- --keyframes-fit --------------------------------------------------------------------
+
+
+def test_keyframes_fit_gives_shots_without_a_keyframe_the_keyframes_palette(tmp_path, run):
+    source = tmp_path / "film.mkv"
+    make_clip(source, width=96, height=64, frames=20, color=False, audio_tracks=1, picture=two_shots)
+    keys = tmp_path / "keys"
+    painted = write_keyframe(source, keys, index=0)  # cyan-blue; the second shot (frames 10-19) has no keyframe
+    common = ["--keyframes", keys, "--codec", "ffv1", "--device", "cpu"]  # the default model: its palette is learned
+    plain, fitted = tmp_path / "plain.mkv", tmp_path / "fitted.mkv"
+    status, err = run(["colorize", source, "-o", plain, *common])
+    assert status == 0, err
+    status, err = run(["colorize", source, "-o", fitted, *common, "--keyframes-fit", "-v"])
+    assert status == 0, err
+    assert "read-out fitted to 1 keyframe" in err
+
+    assert read_video_pts(fitted) == read_video_pts(source)
+    assert y_psnr(source, fitted) == math.inf
+    assert audio_packets(fitted) == audio_packets(source)
+    assert temporary_files(tmp_path) == [] and leftovers(tmp_path) == []
+    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
+    target = chroma_offset(painted_yuv.astype(float))
+    with_fit, without = decoded_planes(fitted), decoded_planes(plain)
+    for index in (12, 19):  # the shot without a keyframe: the automatic colors are near gray there
+        near = np.linalg.norm(chroma_offset(with_fit[index]) - target)
+        far = np.linalg.norm(chroma_offset(without[index]) - target)
+        assert near < 0.7 * far, f"frame {index}: {near:.1f} from the keyframe's colors, {far:.1f} without the fit"
+        assert np.sign(chroma_offset(with_fit[index])).tolist() == np.sign(target).tolist()
+    for index in (0, 5):  # the keyframe's own shot keeps its carried colors
+        assert np.linalg.norm(chroma_offset(with_fit[index]) - target) < 3.0
+
+
+def test_keyframes_fit_is_part_of_a_resumable_runs_settings(tmp_path, tinted_model, run, load_once):
+    source = tmp_path / "film.mkv"
+    make_clip(source, frames=8, color=False, audio_tracks=0)
+    keys = tmp_path / "keys"
+    write_keyframe(source, keys, index=0)
+    out = tmp_path / "out.mkv"
+    common = ["colorize", source, "-o", out, "--model", tinted_model, "--keyframes", keys, *SMALL]
+    assert run([*common, "--keyframes-fit"])[0] == 0
+    fitted = decoded_planes(out)
+    assert run([*common, "--overwrite"])[0] == 0
+    assert any(np.abs(a - b).max() > 2 for a, b in zip(fitted, decoded_planes(out))), "the fit changes the colors"
+    assert run([*common, "--keyframes-fit", "--overwrite"])[0] == 0
+    assert all(np.array_equal(a, b) for a, b in zip(fitted, decoded_planes(out))), "and fits the same each time"
+
+
+def test_evaluate_with_keyframes_fit_scores_the_shot_without_a_keyframe_higher(tmp_path, run):
+    reference = tmp_path / "ref.mkv"
+    make_clip(reference, width=96, height=64, frames=20, color=True, audio_tracks=0, picture=blue_two_shots)
+    args = ["evaluate", reference, "--keyframes-from-truth", "first", "--device", "cpu", "--json"]
+    assert run(args)[0] == 0
+    plain = json.loads(run.out)
+    status, err = run([*args, "--keyframes-fit"])
+    assert status == 0, err
+    fitted = json.loads(run.out)
+    assert fitted["settings"]["keyframes_fit"] is True and fitted["clips"][0]["frames"] == 20
+    gain = fitted["clips"][0]["output"]["psnr"] - plain["clips"][0]["output"]["psnr"]
+    assert gain > 1.0, f"PSNR {gain:+.2f} dB with the fit"
+    assert fitted["clips"][0]["output"]["luma_psnr"] > 40.0
+
+
+def blue_two_shots(index: int, width: int, height: int) -> np.ndarray:
+    """two_shots in one cyan-blue (KEY_AB), as a film whose shots share a palette."""
+    gray = two_shots(index, width, height)
+    lab = rgb2lab(gray)
+    lab[..., 1], lab[..., 2] = KEY_AB
+    return (lab2rgb(lab) * 255).round().clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("args", [
+    ["colorize", "a.mp4", "-o", "b.mp4", "--keyframes-fit"],
+    ["evaluate", "a.mp4", "--keyframes-fit"],
+    ["evaluate", "a.mp4", "--keyframes-fit", "--keyframes-from-truth", "shots"],
+], ids=["colorize-without-keyframes", "evaluate-without-keyframes", "evaluate-with-shots"])
+def test_keyframes_fit_needs_keyframes_known_before_the_run(tmp_path, run, args):
+    status, err = run([tmp_path / a if a.endswith(".mp4") else a for a in args])
+    assert status == 2 and "--keyframes" in err
+
+
+def test_keyframes_fit_refuses_a_published_model(tmp_path):
+    from colorvid.errors import ColorizeError
+    from colorvid.runtime import LoadedModel
+
+    class PublishedFile:  # what ModelFile.load gives for a DDColor or DeOldify file: not a colorvid network
+        sha256 = "0" * 64
+
+        def load(self, *args, **kwargs):
+            return torch.nn.Identity()
+
+    loaded = LoadedModel(cast(Any, torch.nn.Identity()), torch.device("cpu"), False, "ddcolor-tiny", 512, "flow",
+                         0.7, cast(Any, PublishedFile()))
+    with pytest.raises(ColorizeError, match="--keyframes-fit: ddcolor-tiny is not a colorvid model"):
+        loaded.fitted([torch.rand(3, 32, 32)])
 
 
 def test_keyframes_every_needs_a_keyframes_model(tmp_path, run):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,14 @@ DEFAULT_RENDER_SIZE = 256  # short side of the network's input, the size it was 
 # time. One such frame's largest activation is 11 MB; with eight at once the activations spill
 # out of the caches and the network took 45 ms/frame instead of 35 (2-core EPYC, 16 MB L3).
 CPU_PIXELS_PER_CALL = 2 * 256 * 448
+# Fitting the read-out to keyframes (--keyframes-fit; docs/experiments.md, 2026-12-04): 100 Adam
+# steps at 1e-3 fit it in under a second on a CPU; keyframes and pixels are capped so that a folder
+# of hundreds costs seconds, not minutes (one 256x448 keyframe gives 7168 feature pixels).
+FIT_STEPS = 100
+FIT_LEARNING_RATE = 1e-3
+FIT_MAX_KEYFRAMES = 48
+FIT_MAX_PIXELS = 1 << 16
+FIT_GAIN_RANGE = (1.0, 2.0)
 
 # EfficientNet-Lite0 stages: (expand ratio, kernel, stride, out channels, repeats).
 _LITE0_STAGES = (
@@ -387,11 +396,83 @@ def load(
         fuse_conv_bn(model)
     # Module.to's overloads take a device or a memory format, not both in one call.
     model = model.to(device=device).to(memory_format=torch.channels_last)
+    return for_inference(model, half, optimize)
+
+
+def for_inference(model: Colorizer, half: bool = False, optimize: bool = False) -> nn.Module:
+    """A loaded (fp32) Colorizer in the form inference runs: fp16, frozen for the CPU, or as is."""
     if half:
         return model.half()
-    if optimize and torch.device(device).type == "cpu":
+    if optimize and model.regress.weight.device.type == "cpu":
         return OptimizedColorizer(model)
     return model
+
+
+def fit_readout(model: Colorizer, keyframes: Sequence[torch.Tensor]) -> float:
+    """Fit the read-out (the 1x1 regression and the confidence head) to keyframes' colors, in place.
+
+    ``keyframes``: RGB (3, H, W), floats in 0..1 or uint8, any sizes; each is seen
+    at the size the network would see it, its own lightness in and its ab as the
+    target, over the decoder's features, which stay as trained. At most
+    FIT_MAX_KEYFRAMES of them, evenly spread, and FIT_MAX_PIXELS feature pixels
+    in all are used (a fixed draw, so that every run fits the same read-out). The
+    regression is then scaled so that its mean chroma on the keyframes is theirs
+    (within FIT_GAIN_RANGE): a fit to a few frames shrinks the colors it is unsure
+    of towards gray. Returns that gain.
+
+    Raises:
+        ValueError: no keyframes, or a model read out by its classification head.
+    """
+    from colorvid.color import rgb_to_lab
+
+    if not keyframes:
+        raise ValueError("no keyframes to fit to")
+    if model.config.readout != "regression":
+        raise ValueError("the model's colors come from its classification head (annealed mean), not a "
+                         "regression that can be fitted")
+    count = min(len(keyframes), FIT_MAX_KEYFRAMES)
+    chosen = sorted({round(i * (len(keyframes) - 1) / max(1, count - 1)) for i in range(count)})
+    per_keyframe = FIT_MAX_PIXELS // len(chosen)
+    device = model.regress.weight.device
+    draw = torch.Generator().manual_seed(0)
+    features, targets = [], []
+    with torch.no_grad():
+        for index in chosen:
+            rgb = keyframes[index]
+            rgb = (rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()).to(device).unsqueeze(0)
+            size = model.inference_size(rgb.shape[-2], rgb.shape[-1])
+            rgb = F.interpolate(rgb, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+            lab = rgb_to_lab(rgb)
+            feature = model.features(lab[:, :1].contiguous(memory_format=torch.channels_last))
+            target = F.interpolate(lab[:, 1:], size=feature.shape[-2:], mode="area")
+            feature, target = feature.flatten(2), target.flatten(2)
+            if feature.shape[-1] > per_keyframe:
+                pick = torch.randperm(feature.shape[-1], generator=draw)[:per_keyframe].to(device)
+                feature, target = feature[..., pick], target[..., pick]
+            features.append(feature)
+            targets.append(target)
+    # (1, C, pixels, 1): the read-out's 1x1 convolutions see the drawn pixels as a picture
+    feature = torch.cat(features, dim=2).unsqueeze(-1)
+    target = torch.cat(targets, dim=2).unsqueeze(-1)
+    params = [*model.regress.parameters(), *(model.confidence.parameters() if model.confidence is not None else ())]
+    optimizer = torch.optim.Adam(params, lr=FIT_LEARNING_RATE)
+    with torch.enable_grad():
+        for param in params:
+            param.requires_grad_(True)
+        for _ in range(FIT_STEPS):
+            optimizer.zero_grad()
+            F.smooth_l1_loss(model.readout(feature), target, beta=1.0).backward()
+            optimizer.step()
+    with torch.no_grad():
+        chroma = model.readout(feature).norm(dim=1).mean().clamp(min=1e-3)
+        gain = float((target.norm(dim=1).mean() / chroma).clamp(*FIT_GAIN_RANGE))
+        model.regress.weight.mul_(gain)
+        assert model.regress.bias is not None  # Conv2d has one by default
+        model.regress.bias.mul_(gain)
+    for param in params:
+        param.requires_grad_(False)
+        param.grad = None
+    return gain
 
 
 class OptimizedColorizer(nn.Module):
