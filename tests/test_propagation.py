@@ -391,15 +391,16 @@ def test_colorize_carries_a_keyframe_through_its_shot(tmp_path, tinted_model, ru
     assert_keyframe_colors(out, automatic, painted, checked)
 
 
-@pytest.mark.parametrize("key_index", [0, 12], ids=["keyframe-in-the-first-part", "keyframe-in-the-second-part"])
-def test_parts_have_the_keyframe_colors_of_the_whole_run(tmp_path, tinted_model, run, load_once, key_index):
+@pytest.mark.parametrize(("key_index", "fit"), [(0, False), (12, False), (12, True)],
+                         ids=["keyframe-in-the-first-part", "keyframe-in-the-second-part", "fitted-to-it"])
+def test_parts_have_the_keyframe_colors_of_the_whole_run(tmp_path, tinted_model, run, load_once, key_index, fit):
     source = tmp_path / "film.mkv"
     make_clip(source, frames=16, color=False, audio_tracks=0)
     keys = tmp_path / "keys"
     write_keyframe(source, keys, key_index)
     # smoothing remembers 5 frames at 0.3: only the keyframe warmup reaches back to frame 1 from frame 9
     common = ["--model", tinted_model, "--codec", "ffv1", "--temporal", "flow", "--smooth", "0.3", "--keyframes",
-              keys, *SMALL]
+              keys, *SMALL, *(["--keyframes-fit"] if fit else [])]
     whole = tmp_path / "whole.mkv"
     assert run(["colorize", source, "-o", whole, *common])[0] == 0
     out = tmp_path / "out.mkv"
