@@ -644,3 +644,26 @@ def test_evaluate_takes_keyframes_from_shots_or_every_n_frames(tmp_path, tinted_
 def test_evaluate_rejects_other_keyframe_choices(tmp_path, run, spec):
     status, err = run(["evaluate", tmp_path / "ref.mp4", "--keyframes-from-truth", spec])
     assert status == 2 and "keyframes-from-truth" in err
+
+
+def numbered(index: int, width: int, height: int) -> np.ndarray:
+    """A flat gray whose level is 20 + 16 * index: each frame tells which it is."""
+    return np.full((height, width, 3), 20 + 16 * index, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("spec", "max_keyframes", "expected"), [
+    ("first", 48, [0]),
+    ("3", 48, [0, 3, 6, 9]),
+    ("1", 2, [0, 4, 8]),  # kept to about twice the fit's share: every 2nd, then every 4th frame
+], ids=["first", "every-3rd", "thinned"])
+def test_evaluate_fits_to_the_true_frames_it_shows(tmp_path, monkeypatch, spec, max_keyframes, expected):
+    from colorvid.evaluate import _fit_keyframes, find_clips
+    from colorvid.models import effnet_unet
+
+    reference = tmp_path / "ref.mkv"
+    make_clip(reference, frames=12, color=True, audio_tracks=0, codec="ffv1", pix_fmt="yuv444p", picture=numbered)
+    monkeypatch.setattr(effnet_unet, "FIT_MAX_KEYFRAMES", max_keyframes)
+    (clip,) = find_clips([reference])
+    images = _fit_keyframes(clip, spec, None, None)
+    levels = [round((float(image.float().mean()) - 20) / 16) for image in images]
+    assert levels == expected
