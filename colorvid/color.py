@@ -94,6 +94,20 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack((lightness, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
 
 
+def luma(rgb: torch.Tensor, matrix: str = "bt601") -> torch.Tensor:
+    """Y' of R'G'B' with a matrix's coefficients (BT.601 by default): (..., 3, H, W) -> (..., 1, H, W)."""
+    kr, kb = LUMA_COEFFICIENTS[matrix]
+    r, g, b = rgb.unbind(-3)
+    return (kr * r + (1 - kr - kb) * g + kb * b).unsqueeze(-3)
+
+
+def picture_lab(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """R'G'B' in [0, 1] (..., 3, H, W) -> (ab (..., 2, H, W), L (..., 1, H, W)) of a color picture of a
+    frame (a keyframe), its L made from its BT.601 luma as a frame's is from its Y plane, so that
+    the network sees, and the carried colors compare, the lightness a decoded frame gives."""
+    return rgb_to_lab(rgb)[..., 1:, :, :], luma_to_lightness(luma(rgb) * 255.0, 8, True)
+
+
 def luminance_to_lightness(y: torch.Tensor) -> torch.Tensor:
     """Relative luminance Y (linear, white = 1) -> Lab L."""
     f = torch.where(y > _EPSILON, y.clamp_min(_EPSILON) ** (1 / 3), _KAPPA_SLOPE * y + 16 / 116)

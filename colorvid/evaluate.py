@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from colorvid import metrics
-from colorvid.color import sws_color_range, sws_colorspace
+from colorvid.color import luma, sws_color_range, sws_colorspace
 from colorvid.errors import InputError
 from colorvid.io.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from colorvid.pipeline import ColorizeOptions, ProgressFactory, load_for, no_progress
@@ -327,12 +327,12 @@ class ClipMeter:
         if output.shape != truth.shape:
             raise ValueError(f"output frame is {tuple(output.shape)}, the reference's is {tuple(truth.shape)}")
         out, ref = _unit(output), _unit(truth)
-        y = metrics.luma(ref, self.matrix)
+        y = luma(ref, self.matrix)
         gray = y.expand_as(ref)
         means = self._means
         means["psnr"].add(_capped_psnr(out, ref))
         means["gray_psnr"].add(_capped_psnr(gray, ref))
-        means["luma_psnr"].add(_capped_psnr(metrics.luma(out, self.matrix), y))
+        means["luma_psnr"].add(_capped_psnr(luma(out, self.matrix), y))
         means["colorfulness"].add(metrics.colorfulness(out))
         means["gray_colorfulness"].add(metrics.colorfulness(gray))
         means["truth_colorfulness"].add(metrics.colorfulness(ref))

@@ -11,6 +11,8 @@ from typing import cast
 import numpy as np
 import torch
 
+from colorvid.color import luma
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB over all elements (inf when identical).
@@ -39,15 +41,6 @@ def colorfulness(rgb: torch.Tensor) -> float:
 
 
 # --- luma ------------------------------------------------------------------------------
-
-
-def luma(rgb: torch.Tensor, matrix: str = "bt601") -> torch.Tensor:
-    """Y' of R'G'B' with a matrix's coefficients (BT.601 by default): (..., 3, H, W) -> (..., 1, H, W)."""
-    from colorvid.color import LUMA_COEFFICIENTS
-
-    kr, kb = LUMA_COEFFICIENTS[matrix]
-    r, g, b = rgb.unbind(-3)
-    return (kr * r + (1 - kr - kb) * g + kb * b).unsqueeze(-3)
 
 
 def gray_rgb(rgb: torch.Tensor, matrix: str = "bt601") -> torch.Tensor:

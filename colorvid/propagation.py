@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from colorvid.color import luma_to_lightness, rgb_to_lab
+from colorvid.color import picture_lab
 from colorvid.flow import estimate_flow, inside, warp
 from colorvid.smoothing import WARP_TOLERANCE, detect_cuts, warp_confidence
 
@@ -53,7 +53,6 @@ KEY_CHANCE = 0.3
 # for that frame step; below it the trust falls in proportion. A well-tracked pixel has about 0.8
 # per step (sensor noise and grain), which must not wear the keyframe's colors away within a shot.
 STEP_CONFIDENCE = 0.5
-_BT601_LUMA = (0.299, 0.587, 0.114)  # gray of the keyframe, as the frame's luma is made
 # The keyframe's colors by place and lightness (a bilateral grid), for what the flow loses: cells of
 # GRID_CELL pixels of the model's output and GRID_BINS lightness bins; a pixel the carried colors no
 # longer cover takes the colors the keyframe has near it at its lightness.
@@ -69,17 +68,10 @@ LOOKAHEAD_BATCH = 16  # frames the lookahead reads, and carries back, at a time
 
 
 def keyframe_lab(rgb: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A keyframe image (3, H, W) RGB in 0..1 -> (ab (1, 2, h, w), lightness (1, 1, h, w)) at ``size``.
-
-    The lightness is made from the image's luma (R'G'B' weighted as BT.601), as
-    the frames' is from their Y plane, so that the two compare like with like.
-    """
+    """A keyframe image (3, H, W) RGB in 0..1 -> (ab (1, 2, h, w), lightness (1, 1, h, w)) at ``size``
+    (see :func:`colorvid.color.picture_lab`)."""
     small = F.interpolate(rgb.float().unsqueeze(0), size=size, mode="bilinear", antialias=True, align_corners=False)
-    small = small.clamp(0, 1)
-    ab = rgb_to_lab(small)[:, 1:]
-    weights = torch.tensor(_BT601_LUMA, device=small.device).view(1, 3, 1, 1)
-    luma = (small * weights).sum(1, keepdim=True)
-    return ab, luma_to_lightness(luma * 255.0, 8, True)
+    return picture_lab(small.clamp(0, 1))
 
 
 class ColorGrid:

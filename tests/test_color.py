@@ -59,3 +59,16 @@ def test_bt601_matches_scikit_image_ycbcr():
     theirs = skcolor.rgb2ycbcr(rgb)  # BT.601 limited range, 8-bit code values
     ours = rgb_to_chroma(torch.from_numpy(rgb).permute(2, 0, 1), "bt601", full_range=False).permute(1, 2, 0).numpy()
     assert np.abs(ours - theirs[..., 1:]).max() < 0.01
+
+
+def test_picture_lab_takes_ab_from_lab_and_lightness_from_luma():
+    from colorvid.color import luma, picture_lab
+
+    rng = np.random.default_rng(3)
+    rgb = rng.random((8, 10, 3))
+    ab, lightness = picture_lab(torch.from_numpy(rgb).permute(2, 0, 1).float())
+    np.testing.assert_allclose(ab.permute(1, 2, 0).numpy(), skcolor.rgb2lab(rgb)[..., 1:], atol=0.05)
+    # the lightness of the gray with the picture's BT.601 luma: what a decoded frame of it gives
+    gray = luma(torch.from_numpy(rgb).permute(2, 0, 1)).numpy()[0]
+    expected = skcolor.rgb2lab(np.repeat(gray[..., None], 3, axis=-1))[..., 0]
+    np.testing.assert_allclose(lightness[0].numpy(), expected, atol=0.05)

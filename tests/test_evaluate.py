@@ -13,6 +13,7 @@ from media import make_clip, synthetic_rgb, temporary_files
 from PIL import Image
 
 from colorvid import metrics
+from colorvid.color import luma
 from colorvid.errors import InputError
 from colorvid.evaluate import PSNR_CAP_DB, ClipMeter, evaluate, find_clips, pair_outputs
 from colorvid.pipeline import ColorizeOptions, Job, Pipeline
@@ -101,8 +102,8 @@ def test_colorfulness_by_hand():
 
 def test_luma_and_gray():
     rgb = image([[[1, 0, 0], [0, 1, 0], [0, 0, 1]]])
-    assert metrics.luma(rgb)[0, 0].tolist() == pytest.approx([0.299, 0.587, 0.114])
-    assert metrics.luma(rgb, "bt709")[0, 0].tolist() == pytest.approx([0.2126, 0.7152, 0.0722])
+    assert luma(rgb)[0, 0].tolist() == pytest.approx([0.299, 0.587, 0.114])
+    assert luma(rgb, "bt709")[0, 0].tolist() == pytest.approx([0.2126, 0.7152, 0.0722])
     gray = metrics.gray_rgb(rgb)
     assert gray.shape == rgb.shape
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])

@@ -412,8 +412,8 @@ def fit_readout(model: Colorizer, keyframes: Sequence[torch.Tensor]) -> float:
     """Fit the read-out (the 1x1 regression and the confidence head) to keyframes' colors, in place.
 
     ``keyframes``: RGB (3, H, W), floats in 0..1 or uint8, any sizes; each is seen
-    at the size the network would see it, its own lightness in and its ab as the
-    target, over the decoder's features, which stay as trained. At most
+    at the size the network would see it, its lightness in (made from its luma, as a
+    frame's is) and its ab as the target, over the decoder's features, which stay as trained. At most
     FIT_MAX_KEYFRAMES of them, evenly spread, and FIT_MAX_PIXELS feature pixels
     in all are used (a fixed draw, so that every run fits the same read-out). The
     regression is then scaled so that its mean chroma on the keyframes is theirs
@@ -423,7 +423,7 @@ def fit_readout(model: Colorizer, keyframes: Sequence[torch.Tensor]) -> float:
     Raises:
         ValueError: no keyframes, or a model read out by its classification head.
     """
-    from colorvid.color import rgb_to_lab
+    from colorvid.color import picture_lab
 
     if not keyframes:
         raise ValueError("no keyframes to fit to")
@@ -442,9 +442,9 @@ def fit_readout(model: Colorizer, keyframes: Sequence[torch.Tensor]) -> float:
             rgb = (rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()).to(device).unsqueeze(0)
             size = model.inference_size(rgb.shape[-2], rgb.shape[-1])
             rgb = F.interpolate(rgb, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-            lab = rgb_to_lab(rgb)
-            feature = model.features(lab[:, :1].contiguous(memory_format=torch.channels_last))
-            target = F.interpolate(lab[:, 1:], size=feature.shape[-2:], mode="area")
+            ab, lightness = picture_lab(rgb)
+            feature = model.features(lightness.contiguous(memory_format=torch.channels_last))
+            target = F.interpolate(ab, size=feature.shape[-2:], mode="area")
             feature, target = feature.flatten(2), target.flatten(2)
             if feature.shape[-1] > per_keyframe:
                 pick = torch.randperm(feature.shape[-1], generator=draw)[:per_keyframe].to(device)
