@@ -357,10 +357,15 @@ def chroma_offset(planes: np.ndarray) -> np.ndarray:
     return planes[1:].reshape(2, -1).mean(1) - 128.0
 
 
+def picture_chroma(rgb: np.ndarray) -> np.ndarray:
+    """Mean (Cb, Cr) of an RGB picture (H, W, 3) uint8, from neutral: where a colorist's colors are."""
+    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv444p").to_ndarray()
+    return chroma_offset(yuv.astype(float))
+
+
 def assert_keyframe_colors(out: Path, automatic: Path, painted: np.ndarray, indices: tuple[int, ...]) -> None:
     """At these frames ``out`` is ten times nearer the painted keyframe's mean colors than ``automatic``."""
-    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
-    target = chroma_offset(painted_yuv.astype(float))  # where the colorist's colors are
+    target = picture_chroma(painted)
     with_keys, without = decoded_planes(out), decoded_planes(automatic)
     for index in indices:
         near = np.linalg.norm(chroma_offset(with_keys[index]) - target)
@@ -449,9 +454,8 @@ def test_keyframes_model_colors_each_shot_start_and_more_in_long_shots(tmp_path,
     assert y_psnr(source, out) == math.inf
     assert audio_packets(out) == audio_packets(source)
     key_rgb = lab_to_rgb(torch.tensor([[[[50.0]], [[KEY_AB[0]]], [[KEY_AB[1]]]]]))
-    key_yuv = av.VideoFrame.from_ndarray((key_rgb[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                                         .repeat(2, 0).repeat(2, 1), format="rgb24").reformat(format="yuv444p")
-    target = chroma_offset(key_yuv.to_ndarray().astype(float))
+    target = picture_chroma((key_rgb[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                            .repeat(2, 0).repeat(2, 1))
     for index, planes in enumerate(decoded_planes(out)):  # the key model's cyan-blue in both shots, not orange
         offset = chroma_offset(planes)
         assert np.sign(offset).tolist() == np.sign(target).tolist(), f"frame {index}: (Cb, Cr) offset {offset}"
@@ -493,8 +497,7 @@ def test_keyframes_fit_gives_shots_without_a_keyframe_the_keyframes_palette(tmp_
     assert y_psnr(source, fitted) == math.inf
     assert audio_packets(fitted) == audio_packets(source)
     assert temporary_files(tmp_path) == [] and leftovers(tmp_path) == []
-    painted_yuv = av.VideoFrame.from_ndarray(painted, format="rgb24").reformat(format="yuv444p").to_ndarray()
-    target = chroma_offset(painted_yuv.astype(float))
+    target = picture_chroma(painted)
     with_fit, without = decoded_planes(fitted), decoded_planes(plain)
     for index in (12, 19):  # the shot without a keyframe: the automatic colors are near gray there
         near = np.linalg.norm(chroma_offset(with_fit[index]) - target)
