@@ -158,8 +158,9 @@ def test_fetch_weights_downloads_every_published_layout_and_each_loads(hub, publ
         assert getattr(model, "variant") == stand_in.variant
         with torch.inference_mode():
             outputs[name] = model(small_input(model))
-    # the fastai wrapper and the bare file hold the same tensors: the same model
-    assert torch.equal(outputs["artistic"], outputs["artistic-bare"])
+    # the fastai wrapper and the bare file hold the same tensors: the same model (two runs of it
+    # may differ in the last bits of their float sums)
+    torch.testing.assert_close(outputs["artistic"], outputs["artistic-bare"], rtol=1e-5, atol=1e-5)
 
 
 def test_a_download_with_another_sha256_is_deleted_and_fetch_fails(hub, published_hub, stand_ins, run, tmp_path):
