@@ -11,10 +11,13 @@ The fixtures (model files, the CLI runner) are in conftest.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import av.subtitles.subtitle
@@ -398,6 +401,22 @@ def _rotation(container, stream) -> int:
     return 0
 
 
+def chunks_recorded(work_folder) -> bool:
+    """Whether a run's work folder (``.NAME.colorvid-work``) records a finished chunk."""
+    try:
+        return bool(json.loads((Path(work_folder) / "state.json").read_text())["chunks"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def wait_for_a_chunk(work_folder, timeout: float = 60.0) -> None:
+    """Wait until ``work_folder`` records a finished chunk: the encoder thread may lag behind the
+    network on a busy machine, and a run stopped before any chunk is done keeps nothing to resume."""
+    deadline = time.monotonic() + timeout
+    while not chunks_recorded(work_folder) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def interrupt_image_writes(monkeypatch, after: str) -> None:
     """Make the frame image encoder raise KeyboardInterrupt right after it writes the file named ``after``."""
     from colorvid.frames import ImageEncoder
@@ -410,3 +429,36 @@ def interrupt_image_writes(monkeypatch, after: str) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ImageEncoder, "write", write_then_interrupt)
+
+
+def stop_on_call(monkeypatch, call: int, action, counter: dict | None = None):
+    """Make the colorizer run ``action`` instead of its ``call``-th batch (1-based); count frames colorized."""
+    from colorvid.colorizer import FrameColorizer
+
+    counter = counter if counter is not None else {}
+    counter.update(calls=0, frames=0)
+    original = FrameColorizer.colorize_frames
+
+    def patched(self, frames, work_format, *args, **kwargs):
+        counter["calls"] += 1
+        if counter["calls"] == call:
+            action()
+        counter["frames"] += len(frames)
+        return original(self, frames, work_format, *args, **kwargs)
+
+    monkeypatch.setattr(FrameColorizer, "colorize_frames", patched)
+    return counter
+
+
+def raise_interrupt():
+    raise KeyboardInterrupt
+
+
+def after_a_chunk(work_folder, action):
+    """``action``, run once ``work_folder`` records a finished chunk (the encoder thread may lag behind)."""
+
+    def wait_then_act():
+        wait_for_a_chunk(work_folder)
+        action()
+
+    return wait_then_act

@@ -21,20 +21,22 @@ import av.stream
 import numpy as np
 import pytest
 from media import (
+    after_a_chunk,
     audio_packets,
     decoded_planes,
     leftovers,
     make_clip,
     make_damaged_clip,
     mean_chroma_offset,
+    raise_interrupt,
     read_video_pts,
+    stop_on_call,
     subtitle_texts,
     synthetic_rgb,
     temporary_files,
     truncate,
 )
 
-from colorvid.colorizer import FrameColorizer
 from colorvid.smoothing import memory_frames
 
 CHUNK = ["--chunk-seconds", "0.25"]  # 6 frames at 24 fps: several chunks in a 1-2 s clip
@@ -45,27 +47,6 @@ def max_difference(a, b) -> int:
     first, second = decoded_planes(a), decoded_planes(b)
     assert len(first) == len(second)
     return max(int(np.abs(x - y).max()) for x, y in zip(first, second))
-
-
-def stop_on_call(monkeypatch, call: int, action, counter: dict | None = None):
-    """Make the colorizer run ``action`` instead of its ``call``-th batch (1-based); count frames colorized."""
-    counter = counter if counter is not None else {}
-    counter.update(calls=0, frames=0)
-    original = FrameColorizer.colorize_frames
-
-    def patched(self, frames, work_format, *args, **kwargs):
-        counter["calls"] += 1
-        if counter["calls"] == call:
-            action()
-        counter["frames"] += len(frames)
-        return original(self, frames, work_format, *args, **kwargs)
-
-    monkeypatch.setattr(FrameColorizer, "colorize_frames", patched)
-    return counter
-
-
-def raise_interrupt():
-    raise KeyboardInterrupt
 
 
 # --- resume ----------------------------------------------------------------------
@@ -82,10 +63,10 @@ def test_interrupted_run_resumes_to_the_same_film(tmp_path, tiny_model, run, mon
     assert run(["colorize", str(source), "-o", str(whole), *args])[0] == 0
 
     out = tmp_path / "out.mkv"
-    stop_on_call(monkeypatch, 6, raise_interrupt)  # after 20 frames colorized, up to 3 chunks encoded
+    work = tmp_path / ".out.mkv.colorvid-work"
+    stop_on_call(monkeypatch, 6, after_a_chunk(work, raise_interrupt))  # 20 frames colorized
     status, err = run(["colorize", str(source), "-o", str(out), *args])
     assert status == 130 and "interrupted" in err
-    work = tmp_path / ".out.mkv.colorvid-work"
     chunks = [c["frames"] for c in json.loads((work / "state.json").read_text())["chunks"]]
     assert chunks in ([6], [6, 6], [6, 6, 6])  # (the encoder thread may lag behind)
     assert not out.exists() and temporary_files(tmp_path) == []
@@ -159,7 +140,8 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, tinted_model, run, monkeypatch):
     source = tmp_path / "film.mp4"
     make_clip(source, frames=24, audio_tracks=0)
     out = tmp_path / "out.mp4"
-    stop_on_call(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    stop_on_call(monkeypatch, 5, after_a_chunk(tmp_path / ".out.mp4.colorvid-work",
+                                               lambda: os.kill(os.getpid(), signal.SIGTERM)))
     report = tmp_path / "report.jsonl"
     args = ["colorize", str(source), "-o", str(out), "--model", tinted_model, "--batch-size", "4", *CHUNK, *SMALL,
             "--report", str(report)]

@@ -20,11 +20,15 @@ import torch
 import torch.nn.functional as F
 from media import (
     KEY_AB,
+    after_a_chunk,
     audio_packets,
+    chunks_recorded,
     decoded_planes,
     leftovers,
     make_clip,
+    raise_interrupt,
     read_video_pts,
+    stop_on_call,
     temporary_files,
     y_psnr,
 )
@@ -521,17 +525,11 @@ def test_keyframes_fit_is_part_of_a_resumable_runs_settings(tmp_path, tinted_mod
     fitted = decoded_planes(whole)
     assert any(np.abs(a - b).max() > 2 for a, b in zip(fitted, decoded_planes(plain))), "the fit changes the colors"
 
-    original, calls = FrameColorizer.colorize_frames, []
-
-    def interrupted(self, *call_args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:  # 12 frames colorized: chunks of 6 recorded
-            raise KeyboardInterrupt
-        return original(self, *call_args, **kwargs)
-
-    monkeypatch.setattr(FrameColorizer, "colorize_frames", interrupted)
+    work = tmp_path / ".out.mkv.colorvid-work"
+    stop_on_call(monkeypatch, 5, after_a_chunk(work, raise_interrupt))  # 16 frames colorized
     assert run(["colorize", source, "-o", out, *args, "--keyframes-fit"])[0] == 130
-    monkeypatch.setattr(FrameColorizer, "colorize_frames", original)
+    assert chunks_recorded(work)
+    stop_on_call(monkeypatch, 0, raise_interrupt)  # (never: calls count from 1)
     status, err = run(["colorize", source, "-o", out, *args, "--resume"])
     assert status == 1 and "keyframes_fit" in err, err
     status, err = run(["colorize", source, "-o", out, *args, "--keyframes-fit", "--resume"])
