@@ -101,28 +101,16 @@ def test_sigkill_midway_then_resume(tmp_path, tinted_model, run):
     # a child process that kills itself with SIGKILL in the middle of its 5th batch, once the encoder
     # thread (which may lag behind on a busy machine) has recorded a finished chunk
     script = textwrap.dedent("""
-        import json, os, signal, sys, time
+        import os, signal, sys
+        import pytest
+        from media import after_a_chunk, stop_on_call
         from colorvid import cli
-        from colorvid.colorizer import FrameColorizer
-        original, calls = FrameColorizer.colorize_frames, []
-        def chunks_recorded(state):
-            try:
-                return bool(json.loads(open(state).read())["chunks"])
-            except (OSError, ValueError, KeyError):
-                return False
-        def colorize_frames(self, frames, work_format, *args, **kwargs):
-            calls.append(1)
-            if len(calls) == 5:
-                deadline = time.monotonic() + 60
-                while not chunks_recorded(os.environ["STATE"]) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                os.kill(os.getpid(), signal.SIGKILL)
-            return original(self, frames, work_format, *args, **kwargs)
-        FrameColorizer.colorize_frames = colorize_frames
+        kill = after_a_chunk(os.environ["WORK"], lambda: os.kill(os.getpid(), signal.SIGKILL))
+        stop_on_call(pytest.MonkeyPatch(), 5, kill)
         sys.argv = ["colorvid", *sys.argv[1:]]
         cli.main()
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), STATE=str(work / "state.json"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), WORK=str(work))
     child = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert not out.exists()
